@@ -1,0 +1,35 @@
+"""Loss landscapes of saved models along filter-normalized random directions.
+
+    python crunch_loss_landscape.py viz=1d checkpoints='[outputs/a/.../model.pt, outputs/b/.../model.pt]'
+    python crunch_loss_landscape.py viz=2d viz.resolution=41 checkpoint=outputs/a/.../model.pt
+"""
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+
+from fullbatch.cli import composition_error, hydra_full_error
+from fullbatch.data import DatasetUnavailable
+from fullbatch.validation import ConfigError
+from fullbatch.visualization.crunch import crunch
+
+
+def fail(message):
+    print(f"fullbatch: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+@hydra.main(config_path="config", config_name="crunch", version_base="1.3")
+def main(cfg):
+    try:
+        crunch(cfg, HydraConfig.get().runtime.output_dir)
+    except (ConfigError, DatasetUnavailable) as error:
+        if hydra_full_error():
+            raise
+        fail(error)
+
+
+if __name__ == "__main__":
+    if not hydra_full_error() and (message := composition_error(sys.argv[1:], config_name="crunch")):
+        fail(message)
+    main()

@@ -1,0 +1,1 @@
+"""Measurements of the training problem during training (sharpness of the full-batch loss)."""

@@ -1,0 +1,193 @@
+"""Seconds per training step of the paper's presets on this machine, with the measured FLOP rate.
+
+    python -m fullbatch.benchmark                 # CIFAR-10-sized synthetic data, ResNet-18, on the GPU
+    python -m fullbatch.benchmark --quick         # tiny sizes on the CPU: checks that the benchmark runs
+
+Each row builds the real Trainer, runs warm-up steps (compilation and cudnn autotuning happen there), then
+times steps with CUDA events (wall clock on the CPU). FLOPs come from torch's FlopCounterMode over one step
+on two blocks of the same configuration, scaled to the whole set. `outside model` is the fraction of step time
+not spent in the bare forward+backward passes of the blocks; `overhead_ms_per_block` the same in ms per
+forward pass (shown for presets without the regularizer, whose extra passes are model compute too).
+"""
+import argparse
+import json
+import resource
+import time
+from contextlib import contextmanager, nullcontext
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from fullbatch.config import register_configs
+from fullbatch.data.blocks import block_plan
+from fullbatch.models.ghost_batchnorm import block_groups
+from fullbatch.train import build_trainer
+from fullbatch.training.full_batch import merge_blocks
+
+PRESETS = {  # name: overrides (the reference's seconds per step on one H100 in DESIGN.md)
+    "fbclip": ["hyp=fbclip"],
+    "gradreg": ["hyp=gradreg"],
+    "gradreg-b32": ["hyp=gradreg", "data.batch_size=32"],
+    "base_sgd": ["hyp=base_sgd"],
+}
+SETTINGS = {  # name: impl overrides
+    "fp32": ["impl.mixed_precision=false", "impl.memory=contiguous"],
+    "bf16-cl": ["impl.mixed_precision=true", "impl.memory=channels_last"],
+    "bf16-cl-merge4": ["impl.mixed_precision=true", "impl.memory=channels_last", "impl.merge_blocks=4"],
+    "bf16-cl-compiled": ["impl.mixed_precision=true", "impl.memory=channels_last", "impl.compile=true"],
+}
+
+
+def compose(overrides):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from fullbatch.paths import config_dir
+
+    register_configs()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return hydra_compose(config_name="train", overrides=overrides)
+
+
+@contextmanager
+def timer(device):
+    """Yields a dict that receives `seconds`; CUDA events on the GPU, a wall clock on the CPU."""
+    result = {}
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        yield result
+        end.record()
+        torch.cuda.synchronize(device)
+        result["seconds"] = start.elapsed_time(end) / 1000
+    else:
+        started = time.perf_counter()
+        yield result
+        result["seconds"] = time.perf_counter() - started
+
+
+def flops_per_step(overrides, images):
+    """FLOPs of one step, counted on two blocks of an uncompiled copy and scaled to `images`."""
+    cfg = compose(overrides)
+    small = 2 * cfg.data.batch_size
+    cfg = compose([*overrides, f"data.size={small}", "impl.compile=false"])
+    trainer = build_trainer(cfg)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        trainer.run_step()
+    return counter.get_total_flops() * images / small
+
+
+def model_compute_seconds(trainer, device):
+    """Bare forward+backward over this step's (merged) blocks: the part of a step the model itself needs."""
+    images, labels = trainer.dataset.training_set(trainer.step)
+    blocks = block_plan(trainer.dataset.num_train, trainer.cfg.data.batch_size)
+    pieces = list(merge_blocks(blocks, trainer.cfg.impl.merge_blocks))
+    prepared = [(trainer.prepare(images[index]), labels[index], groups) for index, groups in pieces]
+    with timer(device) as elapsed:
+        for inputs, targets, groups in prepared:
+            with block_groups(trainer.model, groups), (trainer.autocast() if trainer.autocast else nullcontext()):
+                loss = trainer.loss_fn(trainer.forward_model(inputs), targets)
+            torch.autograd.grad(loss, trainer.params)
+    return elapsed["seconds"], len(pieces)
+
+
+def effective_merge(cfg):
+    """Blocks per forward pass actually used: merging needs full batch without per-block gradients."""
+    per_block = cfg.hyp.train_stochastic or cfg.hyp.grad_reg.block_strength or cfg.hyp.grad_reg.acc_strength
+    return 1 if per_block or cfg.hyp.batch_clip is not None else cfg.impl.merge_blocks
+
+
+def measure(preset, setting, args):
+    overrides = [f"data.size={args.images}", f"data.test_size={args.test_images}", f"model.width={args.width}",
+                 f"model={args.model}", "data=synthetic", "hyp.steps=100000", "hyp.warmup=0",
+                 "impl.validate_every_nth_step=100000", f"impl.device={args.device}",
+                 *PRESETS[preset], *SETTINGS[setting]]
+    cfg = compose(overrides)
+    trainer = build_trainer(cfg)
+    device = trainer.device
+    for _ in range(args.warmup):
+        trainer.run_step()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(args.steps):
+        with timer(device) as elapsed:
+            trainer.run_step()
+        times.append(elapsed["seconds"])
+    seconds = sorted(times)[len(times) // 2]
+    with timer(device) as validation:
+        trainer.validate()["val_acc"].item()
+    compute, blocks = model_compute_seconds(trainer, device)
+    flops = flops_per_step(overrides, trainer.dataset.num_train)
+    epochs_equivalent = trainer.dataset.num_train
+    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return dict(preset=preset, setting=setting, precision="bf16" if cfg.impl.mixed_precision else "fp32",
+                memory=cfg.impl.memory, compiled=cfg.impl.compile, merge=effective_merge(cfg),
+                block=cfg.data.batch_size, seconds_per_step=seconds, images_per_second=epochs_equivalent / seconds,
+                tflops=flops / seconds / 1e12, outside_model=max(0.0, 1 - compute / seconds) if
+                not cfg.hyp.grad_reg.block_strength else None,
+                overhead_ms_per_block=max(0.0, seconds - compute) / blocks * 1e3 if
+                not cfg.hyp.grad_reg.block_strength else None,
+                validation_seconds=validation["seconds"], peak_memory_gb=peak / 2**30)
+
+
+def format_table(rows):
+    columns = ["preset", "setting", "precision", "memory", "compiled", "merge", "block", "seconds_per_step",
+               "images_per_second", "tflops", "outside_model", "overhead_ms_per_block", "validation_seconds",
+               "peak_memory_gb"]
+
+    def cell(value):
+        if value is None:
+            return "-"
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    table = [columns] + [[cell(row[c]) for c in columns] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    return "\n".join("  ".join(v.rjust(w) for v, w in zip(line, widths)) for line in table)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes on the CPU (checks the code, not a speed)")
+    parser.add_argument("--presets", default=",".join(PRESETS), help=f"comma list of {list(PRESETS)}")
+    parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma list of {list(SETTINGS)}")
+    parser.add_argument("--images", type=int, default=50_000)
+    parser.add_argument("--test-images", type=int, default=10_000)
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", help="also write the rows to this file")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.test_images, args.width, args.warmup, args.steps = 256, 128, 4, 1, 2
+        args.device = "cpu"
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    rows = []
+    for preset in args.presets.split(","):
+        for setting in args.settings.split(","):
+            if args.quick and setting.endswith("compiled"):
+                continue  # compilation takes minutes on a CPU; the equivalence tests cover it
+            if "merge" in setting and effective_merge(compose(PRESETS[preset] + SETTINGS[setting])) == 1:
+                continue  # the preset needs per-block gradients: merging would not apply
+            rows.append(measure(preset, setting, args))
+            print(format_table(rows[-1:]).splitlines()[-1] if len(rows) > 1 else format_table(rows), flush=True)
+    device = torch.cuda.get_device_name() if args.device != "cpu" and torch.cuda.is_available() else "cpu"
+    print(f"\n{device}, torch {torch.__version__}, {args.images} images, {args.model} width {args.width}, "
+          f"median of {args.steps} steps after {args.warmup} warm-up steps\n")
+    print(format_table(rows))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(dict(device=device, torch=torch.__version__, rows=rows), handle, indent=2)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

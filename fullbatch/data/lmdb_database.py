@@ -1,0 +1,171 @@
+"""N x CIFAR: N rounds of the augmented training set, written once to an LMDB file and then used as fixed data.
+
+Entry `rrr-iiiiiii` holds round r's augmentation of training image i (a little-endian uint16 label, then the
+3 x 32 x 32 uint8 image); the header record, written last, holds what built the file (dataset, size, rounds,
+augmentations, seed), the entry count and a SHA-256 over all entries. `<file>.json` repeats the header with the
+file size, which is checked before the file is opened (LMDB maps the file; a truncated one would crash a reader). The file name carries a hash of that
+recipe, so a different request builds a new file beside an existing one instead of reusing a wrong one.
+
+Building is safe: one builder at a time (a lock file; other processes wait, then read), written under a
+temporary name and renamed only when complete, so an interrupted build leaves nothing that looks finished.
+"""
+import fcntl
+import glob
+import hashlib
+import json
+import logging
+import os
+import time
+from contextlib import contextmanager
+
+import lmdb
+import numpy as np
+import torch
+
+from fullbatch.data.augmentation import augment, step_generator
+from fullbatch.data.cifar import DatasetUnavailable
+
+log = logging.getLogger("fullbatch")
+HEADER_KEY = b"~header"  # sorts after every entry key
+RECORD_BYTES = 2 + 3 * 32 * 32
+FORMAT_VERSION = 1
+
+
+def recipe(dataset, images, labels, rounds, augmentations, padding, seed):
+    """Everything that determines the database's content, including a fingerprint of the source images."""
+    fingerprint = hashlib.sha256(np.ascontiguousarray(images).tobytes() + np.asarray(labels, np.int64).tobytes())
+    return dict(dataset=dataset, size=len(labels), rounds=rounds, augmentations=list(augmentations), padding=padding,
+                seed=seed, source_sha256=fingerprint.hexdigest(), version=FORMAT_VERSION)
+
+
+def database_path(folder, build_recipe):
+    digest = hashlib.sha256(json.dumps(build_recipe, sort_keys=True).encode()).hexdigest()[:12]
+    name = f"{build_recipe['dataset']}-n{build_recipe['size']}-x{build_recipe['rounds']}-{digest}.lmdb"
+    return os.path.join(os.path.expanduser(folder), name)
+
+
+def round_images(images, augmentations, padding, seed, round_index):
+    """Round `round_index` of the fixed augmented set: drawn from a generator seeded by (seed, round)."""
+    generator = step_generator(seed, round_index, "cpu", stream=4)
+    return augment(torch.as_tensor(images), tuple(augmentations), padding, generator).numpy()
+
+
+@contextmanager
+def _exclusive(lock_path):
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _write(path, images, labels, build_recipe, map_size):
+    count = len(labels) * build_recipe["rounds"]
+    map_size = map_size or int(count * (RECORD_BYTES + 64) * 1.5) + (64 << 20)
+    digest = hashlib.sha256()
+    env = lmdb.open(path, subdir=False, map_size=map_size, lock=False, sync=False, metasync=False)
+    try:
+        label_bytes = np.asarray(labels, dtype="<u2").reshape(-1, 1).view(np.uint8)
+        for round_index in range(build_recipe["rounds"]):
+            augmented = round_images(images, build_recipe["augmentations"], build_recipe["padding"],
+                                     build_recipe["seed"], round_index)
+            records = np.concatenate([label_bytes, augmented.reshape(len(labels), -1)], axis=1)
+            with env.begin(write=True) as txn:
+                for index, record in enumerate(records):
+                    value = record.tobytes()
+                    digest.update(value)
+                    txn.put(f"{round_index:03d}-{index:07d}".encode(), value)
+        header = dict(build_recipe, entries=count, sha256=digest.hexdigest())
+        with env.begin(write=True) as txn:
+            txn.put(HEADER_KEY, json.dumps(header).encode())
+        env.sync(True)
+    finally:
+        env.close()
+    return header
+
+
+def _write_description(path, description):
+    """`<file>.json`: the header in readable form plus the file size, checked before the file is mapped."""
+    temporary = f"{path}.json.tmp-{os.getpid()}"
+    with open(temporary, "w") as handle:
+        json.dump(description, handle, indent=2)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path + ".json")
+
+
+def ensure_database(folder, build_recipe, images, labels, map_size=None):
+    """Return the path of the database for `build_recipe`, building it first if no finished file exists."""
+    path = database_path(folder, build_recipe)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with _exclusive(path + ".build-lock"):
+        if os.path.isfile(path):
+            return path
+        for stale in glob.glob(glob.escape(path) + ".tmp-*"):  # left by a builder that was killed
+            os.remove(stale)
+        temporary = f"{path}.tmp-{os.getpid()}"
+        started = time.time()
+        log.info(f"Building {path} ({build_recipe['rounds']} x {len(labels)} images)")
+        try:
+            header = _write(temporary, images, labels, build_recipe, map_size)
+            _write_description(path, dict(header, bytes=os.path.getsize(temporary)))
+            os.replace(temporary, path)
+        finally:
+            for leftover in (temporary, temporary + "-lock"):
+                if os.path.exists(leftover):
+                    os.remove(leftover)
+        log.info(f"Built {path} in {time.time() - started:.1f} s ({os.path.getsize(path) / 2**20:.0f} MiB)")
+    return path
+
+
+def _damaged(path, reason):
+    return DatasetUnavailable(f"{path} is damaged ({reason}); delete it and run again to rebuild it")
+
+
+def _check_size(path):
+    """A truncated file must be caught before LMDB maps it: reading past its end would crash the process."""
+    try:
+        with open(path + ".json") as handle:
+            expected = json.load(handle)["bytes"]
+    except (OSError, ValueError, KeyError):
+        raise _damaged(path, f"its description {path}.json is missing or unreadable") from None
+    if not os.path.isfile(path) or os.path.getsize(path) != expected:
+        size = os.path.getsize(path) if os.path.isfile(path) else 0
+        raise _damaged(path, f"{size} bytes instead of {expected}")
+
+
+def read_database(path, build_recipe):
+    """All entries as (images N*rounds x 3 x 32 x 32 uint8, labels), after checking size, count and checksum."""
+    _check_size(path)
+    try:
+        env = lmdb.open(path, subdir=False, readonly=True, lock=False, readahead=False)
+    except lmdb.Error as error:
+        raise _damaged(path, error) from None
+    try:
+        with env.begin() as txn:
+            raw_header = txn.get(HEADER_KEY)
+            if raw_header is None:
+                raise _damaged(path, "no header record")
+            header = json.loads(raw_header)
+            if {k: header.get(k) for k in build_recipe} != build_recipe:
+                raise _damaged(path, "its header does not match the requested recipe")
+            records = np.empty((header["entries"], RECORD_BYTES), dtype=np.uint8)
+            digest, count = hashlib.sha256(), 0
+            for key, value in txn.cursor():
+                if key == HEADER_KEY:
+                    continue
+                if count >= len(records) or len(value) != RECORD_BYTES:
+                    raise _damaged(path, "unexpected entries")
+                digest.update(value)
+                records[count] = np.frombuffer(value, dtype=np.uint8)
+                count += 1
+    except lmdb.Error as error:
+        raise _damaged(path, error) from None
+    finally:
+        env.close()
+    if count != header["entries"] or digest.hexdigest() != header["sha256"]:
+        raise _damaged(path, f"{count} of {header['entries']} entries, checksum "
+                             f"{'matches' if digest.hexdigest() == header['sha256'] else 'differs'}")
+    labels = records[:, :2].copy().view("<u2").reshape(-1).astype(np.int64)
+    return records[:, 2:].reshape(-1, 3, 32, 32), labels

@@ -1,0 +1,58 @@
+"""Process set-up for a run: device, threads, determinism, precision and the config's identity."""
+import hashlib
+import os
+from functools import partial
+
+import torch
+from omegaconf import OmegaConf
+
+from fullbatch.validation import ConfigError
+
+
+def resolve_device(name):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"impl.device={name!r} is not allowed: no CUDA device is visible; use auto or cpu")
+    return device
+
+
+def configure_backend(impl, seed, local_rank=None):
+    """Seed, threads and determinism switches; return the training device (this rank's GPU under torchrun)."""
+    device = resolve_device(impl.device)
+    if device.type == "cuda" and local_rank is not None:
+        device = torch.device("cuda", local_rank)
+    if impl.mixed_precision and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("impl.mixed_precision=true is not allowed: this GPU has no bf16 support; set it to false")
+    if impl.threads > 0:
+        torch.set_num_threads(impl.threads)
+    if impl.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = impl.benchmark and not impl.deterministic
+    torch.manual_seed(seed)
+    return device
+
+
+def autocast_factory(impl, device):
+    """A context-manager factory for bf16 autocast, or None when running in full precision."""
+    if not impl.mixed_precision:
+        return None
+    return partial(torch.autocast, device.type, dtype=torch.bfloat16)
+
+
+def memory_format(impl):
+    return torch.channels_last if impl.memory == "channels_last" else torch.contiguous_format
+
+
+def config_hash(cfg):
+    """Identity of what a checkpoint depends on: data, model, hyperparameters, seed (not paths or impl)."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    for key in ("path", "download"):
+        data.pop(key, None)
+    for key in ("path", "map_size", "in_memory"):  # where and how the N x data is kept, not what it is
+        data["db"].pop(key, None)
+    identity = dict(data=data, model=OmegaConf.to_container(cfg.model, resolve=True),
+                    hyp=OmegaConf.to_container(cfg.hyp, resolve=True), seed=cfg.seed, dryrun=cfg.dryrun)
+    return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(identity)).encode()).hexdigest()[:16]

@@ -1,0 +1,148 @@
+"""run(cfg): a whole training run from a composed config, called by the Hydra entry script and by tests."""
+import logging
+import os
+import platform
+import time
+
+import torch
+from omegaconf import OmegaConf
+
+from fullbatch import outputs
+from fullbatch.data import load_device_dataset
+from fullbatch.interruption import StopRequest
+from fullbatch.models import build_model
+from fullbatch.models.ghost_batchnorm import supports_block_groups
+from fullbatch.resume import restore
+from fullbatch.runtime import autocast_factory, config_hash, configure_backend, memory_format, resolve_device
+from fullbatch.training.distributed import Communicator
+from fullbatch.training.loop import train_loop
+from fullbatch.training.trainer import Trainer
+from fullbatch.validation import ConfigError, validate
+
+log = logging.getLogger("fullbatch")
+
+
+def _hydra_context():
+    """(output folder, group choices) of the current Hydra job, or (None, {}) outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None, {}
+    hydra_cfg = HydraConfig.get()
+    return hydra_cfg.runtime.output_dir, dict(hydra_cfg.runtime.choices)
+
+
+def _dryrun_cut(dataset, cfg):
+    """Dry runs check the pipeline on four blocks of training and validation data."""
+    keep_train, keep_test = 4 * cfg.data.batch_size, 4 * cfg.impl.eval_batch_size
+    dataset.train_images, dataset.train_labels = dataset.train_images[:keep_train], dataset.train_labels[:keep_train]
+    dataset.test_images, dataset.test_labels = dataset.test_images[:keep_test], dataset.test_labels[:keep_test]
+
+
+def build_trainer(cfg, comm=None):
+    comm = comm or Communicator()
+    device = configure_backend(cfg.impl, cfg.seed, comm.local_rank if comm.active else None)
+    dataset = load_device_dataset(cfg.data, cfg.seed, device, cfg.hyp.train_semi_stochastic, comm)
+    if cfg.data.batch_size > dataset.num_train:
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} is not allowed: expected at most the training set "
+                          f"size ({dataset.num_train} examples)")
+    if cfg.dryrun:
+        _dryrun_cut(dataset, cfg)
+    fmt = memory_format(cfg.impl)
+    model = build_model(cfg.model.name, cfg.model.width, cfg.data.classes, cfg.data.image_size)
+    model = model.to(device, dtype=getattr(torch, cfg.impl.dtype), memory_format=fmt)
+    forward_model = torch.compile(model, mode=cfg.impl.compile_mode) if cfg.impl.compile else model
+    if cfg.impl.merge_blocks > 1 and not supports_block_groups(model):
+        raise ConfigError(f"impl.merge_blocks={cfg.impl.merge_blocks} is not allowed for model.name="
+                          f"{cfg.model.name!r}: its BatchNorm layers cannot keep per-block statistics; use 1")
+    return Trainer(cfg, model, dataset, device, autocast_factory(cfg.impl, device), fmt, forward_model, comm)
+
+
+def _check_writable(folder, key):
+    """Fail at start-up, not after hours of training, when results could not be written."""
+    probe = os.path.join(folder, f".write-test-{os.getpid()}")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with open(probe, "w") as handle:
+            handle.write("ok")
+        os.remove(probe)
+    except OSError as error:
+        raise ConfigError(f"{key}={folder!r} is not allowed: the folder is not writable ({error.strerror})") from None
+
+
+def run(cfg, output_dir=None, choices=None):
+    """Train as configured; write metrics.jsonl, summary.json, model.pt and a table row. Return the summary."""
+    validate(cfg)
+    hydra_dir, hydra_choices = _hydra_context()
+    output_dir = output_dir or hydra_dir or os.path.join("outputs", cfg.name)
+    choices = choices if choices is not None else hydra_choices
+    comm = Communicator.from_environment(cfg.impl.setup, resolve_device(cfg.impl.device).type)
+    try:
+        return _run(cfg, output_dir, choices, comm)
+    except Exception:
+        if comm.active:  # the failing rank's error goes into the shared run log, not only its stderr
+            log.exception(f"rank {comm.rank} of {comm.world_size} failed")
+        raise
+    finally:
+        comm.close()
+
+
+def _run(cfg, output_dir, choices, comm):
+    if not comm.is_main:
+        log.setLevel(logging.WARNING)  # errors of every rank still reach the log
+    tables = os.path.join(os.getcwd(), "tables")
+    if comm.is_main:
+        _check_writable(output_dir, "hydra.run.dir")
+        _check_writable(tables, "tables folder")
+    started = time.time()
+    identity = config_hash(cfg)
+    trainer = build_trainer(cfg, comm)
+    resume_path = restore(trainer, cfg.impl.checkpoint, identity)
+    log.info(f"Training {cfg.model.name} on {cfg.data.name} ({trainer.dataset.num_train} examples) on "
+             f"{trainer.device} x {comm.world_size} processes, "
+             f"{'stochastic' if cfg.hyp.train_stochastic else 'full-batch'} mode, {trainer.total_steps} steps")
+    metrics = outputs.MetricsLog(os.path.join(output_dir, "metrics.jsonl")) if comm.is_main else None
+    try:
+        with StopRequest() as stop_request:
+            outcome = train_loop(trainer, cfg, output_dir, identity, metrics, stop_request)
+    finally:
+        if metrics:
+            metrics.close()
+    summary = _summary(cfg, trainer, outcome, started, output_dir, choices, resume_path)
+    if comm.is_main:
+        if outcome.status not in ("diverged", "preempted"):
+            torch.save(trainer.model.state_dict(), os.path.join(output_dir, "model.pt"))
+        outputs.write_json(os.path.join(output_dir, "summary.json"), summary)
+        if outcome.status != "preempted":
+            outputs.append_table_row(os.path.join(tables, f"{cfg.template}.csv"), _table_row(summary))
+    log.info(f"{outcome.status}: final validation accuracy {summary['final_val_acc']}, "
+             f"best {summary['best_val_acc']}")
+    return summary
+
+
+def _device_name(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+def _summary(cfg, trainer, outcome, started, output_dir, choices, resume_path):
+    last = outcome.last
+    return dict(
+        status=outcome.status, name=cfg.name, steps=trainer.step, final_val_acc=last.get("val_acc"),
+        final_val_loss=last.get("val_loss"), best_val_acc=trainer.best_val_acc,
+        final_train_loss=last.get("train_loss"), final_train_acc=last.get("train_acc"),
+        last_finite_step=outcome.last_finite, lr_restores=outcome.restores, wall_time=time.time() - started,
+        device=_device_name(trainer.device), world_size=trainer.comm.world_size, torch_version=torch.__version__,
+        git_revision=outputs.git_revision(os.path.dirname(os.path.abspath(__file__))), resumed_from=resume_path,
+        output_dir=os.path.abspath(output_dir), choices=choices, config=OmegaConf.to_container(cfg, resolve=True))
+
+
+def _table_row(summary):
+    cfg = summary["config"]
+    return dict(name=summary["name"], hyp=summary["choices"].get("hyp", ""), seed=cfg["seed"],
+                stochastic=cfg["hyp"]["train_stochastic"], steps=summary["steps"], lr=cfg["hyp"]["optim"]["lr"],
+                batch_size=cfg["data"]["batch_size"], status=summary["status"], final_val_acc=summary["final_val_acc"],
+                best_val_acc=summary["best_val_acc"], final_train_loss=summary["final_train_loss"],
+                final_train_acc=summary["final_train_acc"], wall_time=round(summary["wall_time"], 1),
+                output_dir=summary["output_dir"], timestamp=time.strftime("%Y-%m-%d %H:%M:%S"))

@@ -1,0 +1,1 @@
+"""Full-batch and stochastic steps, gradient post-processing, schedules, checkpoints and the loop."""

@@ -1,0 +1,102 @@
+"""Checkpoints that are either complete or absent.
+
+Each checkpoint is `step-N.pt`, written under a temporary name, flushed to disk and renamed; then a small
+marker `step-N.json` (step, config hash, size and SHA-256 of the file) is written the same way. Only
+checkpoints with a marker count, so a run killed mid-save leaves nothing that looks finished, and a file that
+was truncated or damaged later is recognised before it is loaded. The newest `keep` checkpoints are kept.
+"""
+import glob
+import hashlib
+import json
+import logging
+import os
+
+import torch
+
+log = logging.getLogger("fullbatch")
+
+
+class CheckpointUnusable(RuntimeError):
+    """A checkpoint file is missing, truncated or damaged."""
+
+
+def _atomic_write(path, write):
+    temporary = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(temporary, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.isfile(temporary):
+            os.remove(temporary)
+        raise
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_checkpoint(state, folder, step, config_hash, keep):
+    """Write `state` as the checkpoint of `step` in `folder`; drop all but the newest `keep`.
+
+    Returns the path, or None when the save failed (full disk, unwritable folder): the error is logged, the
+    earlier checkpoints stay untouched and training goes on."""
+    path = os.path.join(folder, f"step-{step:07d}.pt")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        _atomic_write(path, lambda handle: torch.save(state, handle))
+        marker = dict(step=step, config_hash=config_hash, file=os.path.basename(path),
+                      bytes=os.path.getsize(path), sha256=_sha256(path))
+        _atomic_write(path[:-3] + ".json", lambda handle: handle.write(json.dumps(marker).encode()))
+    except OSError as error:
+        log.error(f"Could not write checkpoint {path} ({error}); earlier checkpoints are kept, training goes on")
+        return None
+    for old in _markers(folder)[:-keep]:
+        for stale in (old, old[:-5] + ".pt"):
+            if os.path.exists(stale):
+                os.remove(stale)
+    return path
+
+
+def _markers(folder):
+    return sorted(glob.glob(os.path.join(folder, "step-*.json")))
+
+
+def read_marker(checkpoint_path):
+    try:
+        with open(checkpoint_path[:-3] + ".json") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def checkpoint_candidates(search_dir, config_hash):
+    """Complete checkpoints below `search_dir` written for `config_hash`, newest first."""
+    found = []
+    for marker_path in glob.glob(os.path.join(search_dir, "**", "checkpoints", "step-*.json"), recursive=True):
+        checkpoint = marker_path[:-5] + ".pt"
+        marker = read_marker(checkpoint)
+        if marker and marker.get("config_hash") == config_hash:
+            found.append((marker["step"], os.path.getmtime(marker_path), checkpoint))
+    return [path for _, _, path in sorted(found, reverse=True)]
+
+
+def load_checkpoint(path, device):
+    """Load a checkpoint after checking it against its marker; raise CheckpointUnusable if it does not match."""
+    marker = read_marker(path)
+    if not os.path.isfile(path):
+        raise CheckpointUnusable(f"{path} does not exist")
+    if marker is not None:
+        size = os.path.getsize(path)
+        if size != marker.get("bytes", size) or ("sha256" in marker and _sha256(path) != marker["sha256"]):
+            raise CheckpointUnusable(f"{path} is truncated or damaged ({size} bytes, marker says {marker['bytes']})")
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except Exception as error:  # unpickling errors have many types
+        raise CheckpointUnusable(f"{path} cannot be read ({type(error).__name__}: {error})") from None

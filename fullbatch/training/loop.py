@@ -1,0 +1,102 @@
+"""The step loop of a run: metrics, checks, checkpoints, divergence, early stop and preemption."""
+import logging
+import os
+
+import torch
+
+from fullbatch.training.checkpoint import CheckpointUnusable, checkpoint_candidates, load_checkpoint, save_checkpoint
+
+log = logging.getLogger("fullbatch")
+
+
+class Outcome:
+    """How the loop ended: status, the last metrics row, the last finite row, and learning-rate restores."""
+
+    def __init__(self):
+        self.status, self.last, self.last_finite, self.restores = "finished", {}, None, 0
+
+
+def _format(row):
+    return " | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
+
+
+def _save(trainer, cfg, folder, identity):
+    if trainer.comm.is_main:
+        save_checkpoint(dict(trainer.state_dict(), config_hash=identity), folder, trainer.step, identity,
+                        cfg.impl.checkpoint.keep)
+
+
+def _restore_last_good(trainer, folder, identity):
+    """Load this run's newest usable checkpoint; True if one was found."""
+    for path in checkpoint_candidates(folder, identity):
+        try:
+            trainer.load_state_dict(load_checkpoint(path, trainer.device))
+        except CheckpointUnusable as error:
+            log.warning(f"Skipping checkpoint: {error}")
+            continue
+        return True
+    return False
+
+
+def _handle_divergence(trainer, cfg, row, outcome, output_dir, identity):
+    """Stop, or (impl.checkpoint.on_divergence=restore) go back to the last good checkpoint with half the lr."""
+    last = outcome.last_finite
+    log.error(f"Step {row['step']}: non-finite loss or gradient (train_loss={row['train_loss']}, pre_clip_norm="
+              f"{row['pre_clip_norm']}); last finite step: {_format(last) if last else 'none'}")
+    ckpt = cfg.impl.checkpoint
+    if ckpt.on_divergence == "restore" and outcome.restores < ckpt.max_restores:
+        target_scale = trainer.lr_scale * 0.5  # compounds: the checkpoint may predate earlier halvings
+        if _restore_last_good(trainer, output_dir, identity):
+            trainer.scale_learning_rate(target_scale / trainer.lr_scale)
+            outcome.restores += 1
+            log.warning(f"Restored step {trainer.step} and halved the learning rate (restore {outcome.restores} of "
+                        f"{ckpt.max_restores}); peak lr now {trainer.scheduler.base_lrs[0]:.4g}")
+            return False
+        log.error("No checkpoint of this run to restore (set impl.checkpoint.save_every_nth_step)")
+    log.error("Stopping: the run diverged; earlier checkpoints are kept")
+    return True
+
+
+def train_loop(trainer, cfg, output_dir, identity, metrics, stop_request):
+    """Run steps until the end, divergence, early stop or a stop signal; return the Outcome."""
+    outcome, comm = Outcome(), trainer.comm
+    checkpoints = os.path.join(output_dir, "checkpoints")
+    every = cfg.impl.checkpoint.save_every_nth_step
+    if trainer.step >= trainer.total_steps:  # resumed from the final checkpoint: report, do not train
+        log.info(f"Nothing to train: the checkpoint is at step {trainer.step} of {trainer.total_steps}")
+        outcome.last = dict(step=trainer.step, **{k: v.item() for k, v in trainer.validate().items()})
+    while trainer.step < trainer.total_steps:
+        row = outcome.last = trainer.run_step()
+        if comm.is_main:
+            metrics.write(row)
+        if trainer.step % cfg.impl.setup.check_every_nth_step == 0 or trainer.step == trainer.total_steps:
+            comm.check_identical(trainer.params, trainer.step)
+        if trainer.diverged(row):
+            if _handle_divergence(trainer, cfg, row, outcome, output_dir, identity):
+                outcome.status = "diverged"
+                return outcome
+            continue
+        outcome.last_finite = row
+        if "val_acc" in row:
+            best = trainer.best_val_acc
+            trainer.best_val_acc = row["val_acc"] if best is None else max(best, row["val_acc"])
+        log.info(_format(row))
+        keep_model = cfg.analysis.save_models_every_nth_step
+        if keep_model and comm.is_main and trainer.step % keep_model == 0:
+            os.makedirs(os.path.join(output_dir, "models"), exist_ok=True)  # for later landscape crunching
+            torch.save(trainer.model.state_dict(), os.path.join(output_dir, "models", f"step-{trainer.step:07d}.pt"))
+        saved = (every and trainer.step % every == 0) or trainer.step == trainer.total_steps
+        if saved:
+            _save(trainer, cfg, checkpoints, identity)
+        if trainer.should_stop_early(row):
+            log.info(f"Stopping: {trainer.full_accuracy_streak} steps at 100% training accuracy")
+            outcome.status = "stopped_at_full_training_accuracy"
+            return outcome
+        if stop_request.requested(comm, trainer.device):
+            if not saved:
+                _save(trainer, cfg, checkpoints, identity)
+            log.warning(f"{stop_request.signal or 'a signal on another rank'}: stopped after step {trainer.step} "
+                        "with a checkpoint; run the same command again to continue")
+            outcome.status = "preempted"
+            return outcome
+    return outcome

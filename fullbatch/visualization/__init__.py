@@ -1,0 +1,1 @@
+"""Loss landscapes, training curves and their figures."""

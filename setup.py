@@ -1,0 +1,20 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="fullbatch",
+    version="0.1.0",
+    description="Full-batch gradient descent for image classification: 'Stochastic Training is Not Necessary "
+                "for Generalization' in PyTorch",
+    packages=find_packages(include=["fullbatch", "fullbatch.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.6",
+        "torchvision>=0.21",
+        "hydra-core>=1.3,<1.4",
+        "omegaconf>=2.3,<2.4",
+        "numpy>=1.24",
+        "lmdb>=1.4",
+        "matplotlib>=3.7",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+)

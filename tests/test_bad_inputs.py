@@ -1,0 +1,91 @@
+"""Table-driven: each bad input ends the entry script before training with exit code 2 and one line naming it."""
+import pickle
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conftest import TINY, run_entry
+
+
+def _cifar_with_garbage(root):
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (folder / name).write_bytes(b"not a pickle")
+    return root
+
+
+def _cifar_with_bad_labels(root):
+    import numpy as np
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(folder / name, "wb") as handle:
+            pickle.dump({"data": np.zeros((4, 3072), np.uint8), "labels": [0, 1, 2, 11]}, handle)
+    return root
+
+
+# (overrides, text the single line must contain); {tmp} is replaced by the test's folder
+BAD_INPUTS = [
+    (["hyp.steps=-3"], "hyp.steps=-3 is not allowed"),
+    (["hyp.stepz=3"], "hyp.stepz"),
+    (["hyp.steps=abc"], "hyp.steps=abc"),
+    (["hyp=nope"], "hyp/nope"),
+    (["model=resnet19"], "model/resnet19"),
+    (["model.name=resnet19"], "model.name='resnet19' is not allowed"),
+    (["hyp.optim.lr=0"], "hyp.optim.lr=0"),
+    (["hyp.scheduler=cosine"], "hyp.scheduler='cosine'"),
+    (["hyp.steps=5", "hyp.warmup=5"], "hyp.warmup=5"),
+    (["hyp.grad_clip_norm=1"], "hyp.grad_clip_norm=1"),
+    (["hyp.grad_reg.implementation=complex-step"], "hyp.grad_reg.implementation"),
+    (["hyp.grad_reg.norm=1"], "hyp.grad_reg.norm=1"),
+    (["hyp.label_smoothing=1.5"], "hyp.label_smoothing=1.5"),
+    (["data.batch_size=0"], "data.batch_size=0"),
+    (["data.batch_size=100000"], "data.batch_size=100000 is not allowed: expected at most the training set size"),
+    (["data.size=0"], "data.size=0"),
+    (["data.augmentations_train=[cutout]"], "data.augmentations_train"),
+    (["impl.memory=nhwc"], "impl.memory='nhwc'"),
+    (["impl.device=cuda"], "impl.device='cuda'"),
+    (["impl.dtype=float16"], "impl.dtype='float16'"),
+    (["impl.dtype=float64", "impl.mixed_precision=true"], "impl.mixed_precision=True"),
+    (["impl.checkpoint.on_divergence=retry"], "impl.checkpoint.on_divergence"),
+    (["impl.setup.batch_shards=0"], "impl.setup.batch_shards=0"),
+    (["impl/setup=nope"], "impl/setup/nope"),
+    (["impl.checkpoint.resume={tmp}/missing.pt"], "no such file"),
+    (["impl.checkpoint.resume={tmp}/corrupt.pt"], "cannot be read"),
+    (["impl.checkpoint.resume=true"], "no usable checkpoint"),
+    (["data=CIFAR10", "data.path={tmp}/empty", "data.download=false"], "CIFAR10 is not available"),
+    (["data=CIFAR10", "data.path={tmp}/garbage", "data.download=false"], "cannot read"),
+    (["data=CIFAR10", "data.path={tmp}/labels", "data.download=false", "data.batch_size=4"], "labels must lie in"),
+    (["hydra.run.dir=/proc/fullbatch-run"], "is not writable"),
+]
+
+
+@pytest.fixture
+def bad_files(tmp_path):
+    (tmp_path / "corrupt.pt").write_bytes(b"\x00" * 100)
+    (tmp_path / "empty").mkdir()
+    _cifar_with_garbage(tmp_path / "garbage")
+    _cifar_with_bad_labels(tmp_path / "labels")
+    return tmp_path
+
+
+def test_each_bad_input_ends_with_exit_2_and_one_line(bad_files):
+    def attempt(case):
+        index, (overrides, expected) = case
+        folder = bad_files / f"case{index}"
+        folder.mkdir()
+        overrides = [o.replace("{tmp}", str(bad_files)) for o in overrides]
+        result = run_entry([*TINY, "name=bad", *overrides], folder, check=False)
+        return overrides, expected, result, folder
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = list(pool.map(attempt, enumerate(BAD_INPUTS)))
+    assert len(outcomes) >= 20
+    for overrides, expected, result, folder in outcomes:
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2, (overrides, result.returncode, result.stderr[-2000:])
+        assert len(lines) == 1 and lines[0].startswith("fullbatch: "), (overrides, result.stderr[-2000:])
+        assert expected in lines[0], (overrides, lines[0])
+        assert not list(folder.rglob("metrics.jsonl")), overrides  # nothing trained

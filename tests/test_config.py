@@ -1,0 +1,98 @@
+"""Every preset composes; bad values fail at start-up with one line naming the key."""
+import glob
+import os
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import CONFIG_DIR, TINY, compose_config, run_entry
+from fullbatch.validation import ConfigError, validate
+
+
+def _options(group):
+    names = sorted(os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(CONFIG_DIR, group, "*.yaml")))
+    return [n for n in names if not n.startswith("_")]
+
+
+@pytest.mark.parametrize("group", ["data", "data/db", "model", "hyp", "hyp/optim", "hyp/optim_modification", "impl",
+                                   "impl/setup", "analysis"])
+def test_every_option_of_every_group_composes_and_validates(group):
+    options = _options(group)
+    assert options, f"no options in {group}"
+    for option in options:
+        full_batch = ["hyp=fb1"] if group.startswith("hyp/") else []  # these options need full-batch mode
+        cfg = compose_config([*full_batch, f"{group}={option}"])
+        validate(cfg)
+        OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_presets_state_the_paper_recipes():
+    recipes = {  # preset: (stochastic, steps, lr, warmup, scheduler, clip, block_strength)
+        "base_sgd": (True, 300, 0.1, 5, "cosine-decay", None, 0.0),
+        "fb1": (False, 300, 0.1, 5, "cosine-decay", None, 0.0),
+        "fb2": (False, 3000, 0.4, 400, "cosine-4000", None, 0.0),
+        "fbclip": (False, 3000, 0.4, 400, "cosine-4000", 0.25, 0.0),
+        "gradreg": (False, 3000, 0.8, 400, "cosine-4000", 0.25, 0.5),
+    }
+    for preset, expected in recipes.items():
+        hyp = compose_config([f"hyp={preset}"]).hyp
+        found = (hyp.train_stochastic, hyp.steps, hyp.optim.lr, hyp.warmup, hyp.scheduler, hyp.grad_clip,
+                 hyp.grad_reg.block_strength)
+        assert found == expected, preset
+        assert (hyp.optim.name, hyp.optim.momentum, hyp.optim.nesterov, hyp.optim.weight_decay) == ("SGD", 0.9, True, 5e-4)
+    assert compose_config(["hyp=base_sgd"]).hyp.shuffle is True
+    assert compose_config([]).data.batch_size == 128
+
+
+def test_overrides_used_by_train_sh_compose():
+    cfg = compose_config(["hyp=gradreg", "data.batch_size=32", "hyp.shuffle=True", "data.augmentations_train=",
+                          "hyp.grad_clip_norm=inf", "hyp.scheduler=linear", "hyp.grad_noise.additive=0.01",
+                          "hyp.grad_noise.multiplicative=0.1", "hyp.evaluate_ema=True", "hyp.test_time_flips=True",
+                          "hyp.stop_at_full_training_accuracy=3", "hyp.batch_clip=1.0", "hyp.label_smoothing=0.1",
+                          "data.size=1000", "dryrun=True", "name=x", "seed=3", "hyp/optim=adam"])
+    validate(cfg)
+    assert cfg.data.augmentations_train == "" and cfg.hyp.grad_clip_norm == float("inf")
+    assert cfg.hyp.optim.name == "AdamW"
+
+
+@pytest.mark.parametrize("override, key", [
+    ("hyp.steps=-3", "hyp.steps"), ("hyp.optim.lr=0", "hyp.optim.lr"), ("hyp.scheduler=cosine", "hyp.scheduler"),
+    ("hyp.grad_clip_norm=1", "hyp.grad_clip_norm"), ("model.name=resnet19", "model.name"),
+    ("data.augmentations_train=[random_crop,cutout]", "data.augmentations_train"),
+    ("hyp.warmup=400", "hyp.warmup"), ("impl.memory=nhwc", "impl.memory"), ("data.batch_size=0", "data.batch_size"),
+    ("hyp.grad_reg.implementation=complex-step", "hyp.grad_reg.implementation"),
+])
+def test_bad_values_raise_config_error_naming_the_key(override, key):
+    cfg = compose_config(["hyp=fb1", "hyp.steps=300", override] if key == "hyp.warmup" else [override])
+    if key == "hyp.warmup":
+        cfg.hyp.steps = 100
+    with pytest.raises(ConfigError) as error:
+        validate(cfg)
+    assert str(error.value).startswith(key) and "\n" not in str(error.value)
+
+
+def test_bad_value_ends_the_entry_script_with_one_line(tmp_path):
+    result = run_entry([*TINY, "hyp.steps=-3"], tmp_path, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "fullbatch: hyp.steps=-3 is not allowed: expected an integer >= 1"]
+    assert not (tmp_path / "outputs").exists() or not list((tmp_path / "outputs").rglob("metrics.jsonl"))
+
+
+@pytest.mark.parametrize("override, key", [("hyp.stepz=3", "hyp.stepz"), ("hyp.steps=abc", "hyp.steps")])
+def test_misspelt_key_or_wrong_type_fails_in_composition_with_one_line(tmp_path, override, key):
+    result = run_entry([*TINY, override], tmp_path, check=False)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("fullbatch: ") and key in line
+
+
+def test_every_run_in_train_sh_composes_and_validates():
+    import shlex
+
+    lines = [line.split("#")[0] for line in open(os.path.join(os.path.dirname(CONFIG_DIR), "train.sh"))
+             if line.startswith("train ")]
+    assert len(lines) == 20
+    for line in lines:
+        overrides = shlex.split(line)[1:]
+        validate(compose_config(overrides))

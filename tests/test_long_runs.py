@@ -1,0 +1,162 @@
+"""Long runs: preemption by SIGTERM, damaged checkpoints, failed saves, divergence, concurrent tables, determinism."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ENTRY, ROOT, TINY, compose_config, run_entry
+from fullbatch.outputs import append_table_row
+from fullbatch.train import run
+from fullbatch.training.checkpoint import checkpoint_candidates, load_checkpoint, save_checkpoint
+
+
+def _run_dirs(root, name):
+    return sorted(os.path.dirname(p) for p in glob.glob(str(root / "outputs" / name / "**" / "summary.json"),
+                                                        recursive=True))
+
+
+def _summary(run_dir):
+    return json.load(open(os.path.join(run_dir, "summary.json")))
+
+
+def test_sigterm_checkpoints_and_the_same_command_continues_to_the_same_weights(tmp_path):
+    common = [*TINY, "hyp=fbclip", "hyp.steps=8", "hyp.shuffle=True", "impl.checkpoint.save_every_nth_step=0"]
+    run_entry([*common, "name=whole"], tmp_path)
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    process = subprocess.Popen([sys.executable, ENTRY, *common, "name=cut"], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    metrics = None
+    while time.time() < deadline:
+        found = glob.glob(str(tmp_path / "outputs" / "cut" / "**" / "metrics.jsonl"), recursive=True)
+        if found and len(open(found[0]).read().splitlines()) >= 2:
+            metrics = found[0]
+            break
+        time.sleep(0.05)
+    assert metrics, "the run did not start"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 4, stderr[-2000:]
+    [cut_dir] = _run_dirs(tmp_path, "cut")
+    summary = _summary(cut_dir)
+    assert summary["status"] == "preempted" and 2 <= summary["steps"] < 8
+    assert os.path.isfile(os.path.join(cut_dir, "checkpoints", f"step-{summary['steps']:07d}.pt"))
+    assert not os.path.exists(os.path.join(cut_dir, "model.pt"))
+    run_entry([*common, "name=cut"], tmp_path)  # the same command again: resume=auto continues
+    finished = [d for d in _run_dirs(tmp_path, "cut") if _summary(d)["status"] == "finished"]
+    assert len(finished) == 1 and _summary(finished[0])["resumed_from"].startswith(cut_dir)
+    [whole_dir] = _run_dirs(tmp_path, "whole")
+    expected, found = torch.load(os.path.join(whole_dir, "model.pt")), torch.load(os.path.join(finished[0], "model.pt"))
+    for key in expected:
+        assert torch.equal(expected[key], found[key]), key
+
+
+def _tiny_state(value):
+    return {"weights": torch.full((1000,), float(value)), "step": value}
+
+
+def test_crash_between_write_and_rename_leaves_the_previous_checkpoint_usable(tmp_path):
+    folder = str(tmp_path / "checkpoints")
+    save_checkpoint(_tiny_state(1), folder, 1, "h", keep=2)
+    # what a writer killed mid-save leaves behind: a temporary file, and a finished file without its marker
+    (tmp_path / "checkpoints" / "step-0000002.pt.tmp-12345").write_bytes(b"partial")
+    torch.save(_tiny_state(2), str(tmp_path / "checkpoints" / "step-0000003.pt"))
+    [newest] = checkpoint_candidates(str(tmp_path), "h")
+    assert newest.endswith("step-0000001.pt") and load_checkpoint(newest, "cpu")["step"] == 1
+
+
+def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+    cfg = compose_config([*TINY, "name=fall", "hyp=fb1", "hyp.steps=3", "impl.checkpoint.save_every_nth_step=1",
+                          f"impl.checkpoint.search_dir={tmp_path}"])
+    run(cfg, output_dir=str(tmp_path / "first"))
+    newest = tmp_path / "first" / "checkpoints" / "step-0000003.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])
+    with caplog.at_level("WARNING", logger="fullbatch"):
+        summary = run(cfg, output_dir=str(tmp_path / "second"))
+    assert summary["resumed_from"].endswith("step-0000002.pt") and summary["steps"] == 3
+    assert any("truncated or damaged" in record.message for record in caplog.records)
+
+
+def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, caplog):
+    folder = tmp_path / "checkpoints"
+    save_checkpoint(_tiny_state(1), str(folder), 1, "h", keep=2)
+    (folder / f"step-0000002.pt.tmp-{os.getpid()}").mkdir()  # the temporary name cannot be opened as a file
+    with caplog.at_level("ERROR", logger="fullbatch"):
+        assert save_checkpoint(_tiny_state(2), str(folder), 2, "h", keep=2) is None
+    assert "Could not write checkpoint" in caplog.text
+    [newest] = checkpoint_candidates(str(tmp_path), "h")
+    assert load_checkpoint(newest, "cpu")["step"] == 1 and not (folder / "step-0000002.pt").exists()
+
+
+def test_forced_nan_ends_diverged_with_a_readable_log(tmp_path):
+    result = run_entry([*TINY, "name=nan", "hyp=fb1", "hyp.steps=6", "hyp.warmup=0", "hyp.optim.lr=1e25"],
+                       tmp_path, check=False)
+    assert result.returncode == 3
+    [run_dir] = _run_dirs(tmp_path, "nan")
+    summary = _summary(run_dir)
+    assert summary["status"] == "diverged" and summary["last_finite_step"]["step"] == summary["steps"] - 1
+    log_text = open(os.path.join(run_dir, "train_with_gradient_descent.log")).read()
+    assert f"Step {summary['steps']}: non-finite loss or gradient" in log_text and "last finite step: step" in log_text
+
+
+def test_divergence_restore_goes_back_and_halves_the_learning_rate(tmp_path):
+    cfg = compose_config([*TINY, "name=restore", "hyp=fb1", "hyp.steps=6", "hyp.warmup=0", "hyp.scheduler=none",
+                          "hyp.optim.lr=1e25", "impl.checkpoint.save_every_nth_step=1",
+                          "impl.checkpoint.on_divergence=restore", "impl.checkpoint.max_restores=2"])
+    summary = run(cfg, output_dir=str(tmp_path))
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert summary["status"] == "diverged" and summary["lr_restores"] == 2
+    lrs = [row["lr"] for row in rows]
+    assert lrs[0] == 1e25 and 0.5e25 in lrs and 0.25e25 in lrs
+
+
+def test_four_processes_append_to_one_table_at_once(tmp_path):
+    table = tmp_path / "tables" / "t.csv"
+    script = ("import sys, time; from fullbatch.outputs import append_table_row\n"
+              "start = float(sys.argv[2])\n"
+              "while time.time() < start: pass\n"
+              "append_table_row(sys.argv[1], {'job': sys.argv[3], 'text': 'x' * 20000})\n")
+    start = time.time() + 3.0
+    jobs = [subprocess.Popen([sys.executable, "-c", script, str(table), str(start), str(i)], cwd=ROOT,
+                             env=dict(os.environ, PYTHONPATH=ROOT)) for i in range(4)]
+    assert all(job.wait(timeout=120) == 0 for job in jobs)
+    import csv
+
+    rows = list(csv.DictReader(open(table)))
+    assert sorted(row["job"] for row in rows) == ["0", "1", "2", "3"]
+    assert all(row["text"] == "x" * 20000 for row in rows)
+
+
+def test_deterministic_mode_gives_bit_identical_runs(tmp_path):
+    common = [*TINY, "hyp=fbclip", "hyp.steps=3", "hyp.shuffle=True", "impl.deterministic=true",
+              "hyp.grad_noise.additive=1e-3"]
+    run_entry([*common, "name=a"], tmp_path)
+    run_entry([*common, "name=b"], tmp_path)
+    [a], [b] = _run_dirs(tmp_path, "a"), _run_dirs(tmp_path, "b")
+    first, second = torch.load(os.path.join(a, "model.pt")), torch.load(os.path.join(b, "model.pt"))
+    assert all(torch.equal(first[key], second[key]) for key in first)
+
+
+def test_append_table_row_writes_one_header(tmp_path):
+    path = str(tmp_path / "x.csv")
+    append_table_row(path, {"a": 1})
+    append_table_row(path, {"a": 2})
+    assert open(path).read().splitlines() == ["a", "1", "2"]
+
+
+@pytest.mark.parametrize("value", ["auto", "true"])
+def test_resume_auto_and_true_continue_a_finished_run_without_training(tmp_path, value):
+    cfg = compose_config([*TINY, "name=again", "hyp=fb1", "hyp.steps=2", f"impl.checkpoint.search_dir={tmp_path}"])
+    run(cfg, output_dir=str(tmp_path / "first"))
+    cfg.impl.checkpoint.resume = value
+    summary = run(cfg, output_dir=str(tmp_path / "second"))
+    assert summary["resumed_from"].endswith("step-0000002.pt") and summary["steps"] == 2
+    assert not (tmp_path / "second" / "metrics.jsonl").read_text()
+    first = json.load(open(tmp_path / "first" / "summary.json"))
+    assert summary["final_val_acc"] == first["final_val_acc"]  # reported again, from the restored weights
