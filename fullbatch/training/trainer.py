@@ -6,6 +6,7 @@ Host and device meet once per step, when the step's metrics row is read.
 import logging
 import math
 import time
+import warnings
 from functools import partial
 
 import torch
@@ -193,7 +194,11 @@ class Trainer:
             row = self.stochastic_step()
         else:
             row = self.full_batch_step()
-        self.scheduler.step()
+        with warnings.catch_warnings():
+            if self.hyp.optim.line_search == "armijo":
+                # The Armijo step moves the weights itself; PyTorch's "optimizer.step first" check does not apply.
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            self.scheduler.step()
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         self.step += 1
