@@ -30,9 +30,10 @@ PRESETS = {  # name: overrides (the reference's seconds per step on one H100 in 
     "gradreg-b32": ["hyp=gradreg", "data.batch_size=32"],
     "base_sgd": ["hyp=base_sgd"],
 }
-SETTINGS = {  # name: impl overrides
+SETTINGS = {  # name: impl overrides (and the regularizer's precision, which decides its cost under bf16)
     "fp32": ["impl.mixed_precision=false", "impl.memory=contiguous"],
     "bf16-cl": ["impl.mixed_precision=true", "impl.memory=channels_last"],
+    "bf16-cl-regcompute": ["impl.mixed_precision=true", "impl.memory=channels_last", "hyp.grad_reg.precision=compute"],
     "bf16-cl-merge4": ["impl.mixed_precision=true", "impl.memory=channels_last", "impl.merge_blocks=4"],
     "bf16-cl-compiled": ["impl.mixed_precision=true", "impl.memory=channels_last", "impl.compile=true"],
 }
@@ -96,6 +97,10 @@ def effective_merge(cfg):
     """Blocks per forward pass actually used: merging needs full batch without per-block gradients."""
     per_block = cfg.hyp.train_stochastic or cfg.hyp.grad_reg.block_strength or cfg.hyp.grad_reg.acc_strength
     return 1 if per_block or cfg.hyp.batch_clip is not None else cfg.impl.merge_blocks
+
+
+def regularized(cfg):
+    return bool(cfg.hyp.grad_reg.block_strength or cfg.hyp.grad_reg.acc_strength)
 
 
 def measure(preset, setting, args):
@@ -177,6 +182,8 @@ def main(argv=None):
                 continue  # compilation takes minutes on a CPU; the equivalence tests cover it
             if "merge" in setting and effective_merge(compose(PRESETS[preset] + SETTINGS[setting])) == 1:
                 continue  # the preset needs per-block gradients: merging would not apply
+            if "regcompute" in setting and not regularized(compose(PRESETS[preset])):
+                continue  # no regularizer: the setting would repeat bf16-cl
             rows.append(measure(preset, setting, args))
             print(format_table(rows[-1:]).splitlines()[-1] if len(rows) > 1 else format_table(rows), flush=True)
     device = torch.cuda.get_device_name() if args.device != "cpu" and torch.cuda.is_available() else "cpu"

@@ -51,6 +51,7 @@ class GradRegConfig:
     eps: float = MISSING
     implementation: str = MISSING
     norm: int = MISSING
+    precision: str = MISSING
 
 
 @dataclass

@@ -102,13 +102,14 @@ def validate_exact_optimizers(hyp):
 
 
 def validate_grad_reg(hyp):
-    from fullbatch.models.modules import GradRegularizer
+    from fullbatch.models.modules import PRECISIONS, GradRegularizer
 
     reg = hyp.grad_reg
     _require(reg.implementation in GradRegularizer.IMPLEMENTATIONS, "hyp.grad_reg.implementation",
              f"one of {sorted(GradRegularizer.IMPLEMENTATIONS)}", reg.implementation)
     _require(reg.norm == 2, "hyp.grad_reg.norm", "2 (the only norm implemented)", reg.norm)
     _require(reg.eps > 0, "hyp.grad_reg.eps", "a number > 0", reg.eps)
+    _require(reg.precision in PRECISIONS, "hyp.grad_reg.precision", f"one of {PRECISIONS}", reg.precision)
     _require(reg.block_strength >= 0, "hyp.grad_reg.block_strength", "a number >= 0", reg.block_strength)
 
 

@@ -40,6 +40,7 @@ BAD_INPUTS = [
     (["hyp.grad_clip_norm=1"], "hyp.grad_clip_norm=1"),
     (["hyp.grad_reg.implementation=complex-step"], "hyp.grad_reg.implementation"),
     (["hyp.grad_reg.norm=1"], "hyp.grad_reg.norm=1"),
+    (["hyp.grad_reg.precision=half"], "hyp.grad_reg.precision='half'"),
     (["hyp.label_smoothing=1.5"], "hyp.label_smoothing=1.5"),
     (["data.batch_size=0"], "data.batch_size=0"),
     (["data.batch_size=100000"], "data.batch_size=100000 is not allowed: expected at most the training set size"),

@@ -9,16 +9,19 @@ from conftest import ROOT
 def test_quick_benchmark_prints_one_row_per_preset_and_setting(tmp_path):
     out = tmp_path / "rows.json"
     result = subprocess.run([sys.executable, "-m", "fullbatch.benchmark", "--quick", "--presets", "fbclip,gradreg",
-                             "--settings", "fp32,bf16-cl-merge4", "--json", str(out)], cwd=ROOT,
+                             "--settings", "fp32,bf16-cl-merge4,bf16-cl,bf16-cl-regcompute", "--json", str(out)], cwd=ROOT,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     rows = json.loads(out.read_text())["rows"]
-    assert [(r["preset"], r["setting"]) for r in rows] == [
-        ("fbclip", "fp32"), ("fbclip", "bf16-cl-merge4"), ("gradreg", "fp32")]  # gradreg cannot merge blocks
+    assert [(r["preset"], r["setting"]) for r in rows] == [  # gradreg cannot merge; fbclip has no regularizer
+        ("fbclip", "fp32"), ("fbclip", "bf16-cl-merge4"), ("fbclip", "bf16-cl"),
+        ("gradreg", "fp32"), ("gradreg", "bf16-cl"), ("gradreg", "bf16-cl-regcompute")]
     for row in rows:
         assert row["seconds_per_step"] > 0 and row["tflops"] > 0 and row["images_per_second"] > 0
-    assert rows[1]["merge"] == 4 and rows[2]["merge"] == 1
-    # forward differences cost one extra forward+backward per block: about twice the FLOPs of a plain step
+    assert rows[1]["merge"] == 4 and rows[3]["merge"] == 1
+    # forward differences cost one extra forward+backward per block: about twice the FLOPs of a plain step;
+    # under bf16 the full-precision regularizer also re-evaluates the unshifted gradient: about three times
     flops = [row["tflops"] * row["seconds_per_step"] for row in rows]
-    assert 1.9 < flops[2] / flops[0] < 2.3
+    assert 1.9 < flops[3] / flops[0] < 2.3
+    assert 2.8 < flops[4] / flops[2] < 3.3 and 1.9 < flops[5] / flops[2] < 2.3
     assert "seconds_per_step" in result.stdout and "images_per_second" in result.stdout

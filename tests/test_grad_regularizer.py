@@ -26,7 +26,7 @@ from torch.func import functional_call, grad, hessian, jvp
 
 import fullbatch
 from fullbatch.models import build_model
-from fullbatch.models.modules import GradRegularizer
+from fullbatch.models.modules import METHODS, GradRegularizer
 
 ALL_IMPLEMENTATIONS = ["forward-differences", "finite_diff", "central-differences", "autograd", "autograd-pen"]
 EXACT = ["autograd", "autograd-pen"]
@@ -549,7 +549,7 @@ def test_bf16_autocast_on_cpu_stays_close_to_float32(name):
             ("forward-differences", 1e-1, 0.25), ("central-differences", 1e-1, 0.15),
             ("forward-differences", 1e-2, None), ("central-differences", 1e-2, None)]:
         regularizer = GradRegularizer(model, optimizer, LOSS, 0.5, eps=eps, implementation=implementation,
-                                      mixed_precision=True)
+                                      mixed_precision=True, precision="compute")
         result = regularizer([g.clone() for g in grads16], inputs, labels)
         assert all(r.dtype == torch.float32 for r in result)
         assert torch.isfinite(flat(result)).all()
@@ -559,9 +559,69 @@ def test_bf16_autocast_on_cpu_stays_close_to_float32(name):
             assert error < correction_tolerance, (implementation, eps, error)
         assert_unchanged(model, state)
     # bf16 really was used inside the regularizer: its exact correction differs from the float32 one
-    regularizer = GradRegularizer(model, optimizer, LOSS, 0.5, implementation="autograd", mixed_precision=True)
+    regularizer = GradRegularizer(model, optimizer, LOSS, 0.5, implementation="autograd", mixed_precision=True,
+                                  precision="compute")
     result = regularizer([g.clone() for g in grads32], inputs, labels)
     assert 1e-4 < correction_err(result, grads32, exact32) < 2e-2
+
+
+@pytest.mark.parametrize("implementation", METHODS)
+@pytest.mark.parametrize("name", ["mlp", "conv_bn"])
+def test_full_precision_regularizer_ignores_bf16_autocast(name, implementation):
+    """precision='full' (the default) takes the regularizer's own passes in float32 even when training runs
+    under bf16 autocast: given the same block gradient, the correction is exactly the float32 one. Forward
+    differences re-evaluate the unshifted gradient in float32, so a bf16 block gradient passed in does not
+    enter the difference quotient (its rounding error divided by the tiny step would swamp H v)."""
+    model, optimizer, inputs, labels = setup(name, lr=0.5, dtype=torch.float32)
+    grads32 = block_gradient(model, inputs, labels)
+    plain = GradRegularizer(model, optimizer, LOSS, 0.5, implementation=implementation)
+    full = GradRegularizer(model, optimizer, LOSS, 0.5, implementation=implementation, mixed_precision=True)
+    assert full.precision == "full"
+    expected = plain([g.clone() for g in grads32], inputs, labels)
+    state = snapshot(model)
+    assert all(torch.equal(a, b) for a, b in zip(full([g.clone() for g in grads32], inputs, labels), expected))
+    assert_unchanged(model, state)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        grads16 = block_gradient(model, inputs, labels)
+    coarse = GradRegularizer(model, optimizer, LOSS, 0.5, implementation=implementation, mixed_precision=True,
+                             precision="compute")
+    expected_correction = [e - g for e, g in zip(expected, grads32)]
+    full_error = rel_err([r - g for r, g in zip(full([g.clone() for g in grads16], inputs, labels), grads16)],
+                         expected_correction)
+    coarse_error = rel_err([r - g for r, g in zip(coarse([g.clone() for g in grads16], inputs, labels), grads16)],
+                           expected_correction)
+    # with a bf16 block gradient only the direction v = alpha * g_b carries bf16 error (< 1e-2 on these nets)
+    assert full_error < 2e-2, (implementation, full_error)
+    if implementation.endswith("differences"):
+        assert coarse_error > 5 * full_error, (implementation, coarse_error, full_error)
+
+
+def test_without_tf32_switches_tf32_off_on_cuda_and_restores_it():
+    """The full-precision passes turn off TF32 for cuDNN convolutions and CUDA matmuls, then restore the flags."""
+    from fullbatch.models.modules import tf32_in_effect, without_tf32
+
+    backends = torch.backends
+    saved = backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32
+    try:
+        backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32 = True, False
+        assert tf32_in_effect("cuda") and not tf32_in_effect("cpu")
+        with without_tf32("cuda"):
+            assert not backends.cudnn.allow_tf32 and not backends.cuda.matmul.allow_tf32
+            assert not tf32_in_effect("cuda")
+        assert backends.cudnn.allow_tf32 and not backends.cuda.matmul.allow_tf32
+        with pytest.raises(RuntimeError), without_tf32("cuda"):
+            raise RuntimeError("a failing pass")
+        assert backends.cudnn.allow_tf32  # restored on errors too
+        with without_tf32("cpu"):
+            assert backends.cudnn.allow_tf32  # nothing to change off CUDA
+    finally:
+        backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_unknown_precision_is_refused_at_construction():
+    model, optimizer, _, _ = setup("mlp")
+    with pytest.raises(ValueError, match="precision='half'.*'full', 'compute'"):
+        GradRegularizer(model, optimizer, LOSS, 0.5, precision="half")
 
 
 def test_readme_usage_snippet_runs_as_written():

@@ -45,7 +45,8 @@ class Trainer:
         reg = self.hyp.grad_reg
         self.regularizer = GradRegularizer(self.forward_model, self.optimizer, self.loss_fn, reg.block_strength,
                                            reg.acc_strength, reg.eps, reg.implementation,
-                                           mixed_precision=cfg.impl.mixed_precision, norm=reg.norm)
+                                           mixed_precision=cfg.impl.mixed_precision, norm=reg.norm,
+                                           precision=reg.precision)
         self.ema = None
         if self.hyp.evaluate_ema:
             self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.hyp.eval_ema_momentum),
