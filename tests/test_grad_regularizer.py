@@ -530,6 +530,7 @@ def test_last_penalty_is_lr_alpha_over_8_times_squared_gradient_norm():
 
 # ----------------------------------------------------------------------------------------------- bf16 autocast
 
+@pytest.mark.filterwarnings("ignore:GradRegularizer. with precision=.compute.:UserWarning")
 @pytest.mark.parametrize("name", ["mlp", "conv_bn"])
 def test_bf16_autocast_on_cpu_stays_close_to_float32(name):
     """mixed_precision=True with a float32 model; the block gradient comes from the same autocast, as in
@@ -566,6 +567,7 @@ def test_bf16_autocast_on_cpu_stays_close_to_float32(name):
 
 
 @pytest.mark.parametrize("implementation", METHODS)
+@pytest.mark.filterwarnings("ignore:GradRegularizer. with precision=.compute.:UserWarning")
 @pytest.mark.parametrize("name", ["mlp", "conv_bn"])
 def test_full_precision_regularizer_ignores_bf16_autocast(name, implementation):
     """precision='full' (the default) takes the regularizer's own passes in float32 even when training runs
@@ -643,3 +645,16 @@ def test_readme_usage_snippet_runs_as_written():
     assert 0 < change.item() < 0.1 * sum(p.norm() for p in plain).item()
     assert namespace["gradreg"].last_penalty.item() == pytest.approx(
         0.1 * 0.5 / 8 * sum((p**2).sum() for p in plain).item(), rel=1e-5)
+
+
+def test_coarse_bf16_differences_warn_and_the_full_precision_default_does_not():
+    import warnings
+
+    model, optimizer, _, _ = setup("mlp", dtype=torch.float32)
+    with pytest.warns(UserWarning, match="precision='compute' under bf16"):
+        GradRegularizer(model, optimizer, LOSS, 0.5, mixed_precision=True, precision="compute")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        GradRegularizer(model, optimizer, LOSS, 0.5, mixed_precision=True)
+        GradRegularizer(model, optimizer, LOSS, 0.5, implementation="autograd", mixed_precision=True,
+                        precision="compute")
