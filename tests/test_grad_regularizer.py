@@ -598,28 +598,6 @@ def test_full_precision_regularizer_ignores_bf16_autocast(name, implementation):
         assert coarse_error > 5 * full_error, (implementation, coarse_error, full_error)
 
 
-def test_without_tf32_switches_tf32_off_on_cuda_and_restores_it():
-    """The full-precision passes turn off TF32 for cuDNN convolutions and CUDA matmuls, then restore the flags."""
-    from fullbatch.models.modules import tf32_in_effect, without_tf32
-
-    backends = torch.backends
-    saved = backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32
-    try:
-        backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32 = True, False
-        assert tf32_in_effect("cuda") and not tf32_in_effect("cpu")
-        with without_tf32("cuda"):
-            assert not backends.cudnn.allow_tf32 and not backends.cuda.matmul.allow_tf32
-            assert not tf32_in_effect("cuda")
-        assert backends.cudnn.allow_tf32 and not backends.cuda.matmul.allow_tf32
-        with pytest.raises(RuntimeError), without_tf32("cuda"):
-            raise RuntimeError("a failing pass")
-        assert backends.cudnn.allow_tf32  # restored on errors too
-        with without_tf32("cpu"):
-            assert backends.cudnn.allow_tf32  # nothing to change off CUDA
-    finally:
-        backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32 = saved
-
-
 def test_unknown_precision_is_refused_at_construction():
     model, optimizer, _, _ = setup("mlp")
     with pytest.raises(ValueError, match="precision='half'.*'full', 'compute'"):

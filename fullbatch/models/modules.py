@@ -16,34 +16,15 @@ width 64, with CIFAR-10 images: 91% error and cosine 0.49 against the float64 re
 `precision="compute"` runs them in the training pass's precision instead: faster, and coarse.
 """
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 
 import torch
+
+from fullbatch.tf32 import tf32_in_effect, without_tf32
 
 ALIASES = {"finite_diff": "forward-differences"}
 METHODS = ("forward-differences", "central-differences", "autograd", "autograd-pen")
 PRECISIONS = ("full", "compute")
-
-
-@contextmanager
-def without_tf32(device_type):
-    """Disable TF32 for convolutions and matmuls on CUDA for the duration (no effect elsewhere)."""
-    if device_type != "cuda":
-        yield
-        return
-    backends = torch.backends
-    saved = backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32
-    backends.cudnn.allow_tf32 = backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32 = saved
-
-
-def tf32_in_effect(device_type):
-    backends = torch.backends
-    return device_type == "cuda" and (backends.cudnn.allow_tf32 or backends.cuda.matmul.allow_tf32
-                                      or torch.get_float32_matmul_precision() != "highest")
 
 
 class GradRegularizer:
