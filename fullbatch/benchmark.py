@@ -93,14 +93,14 @@ def model_compute_seconds(trainer, device):
     return elapsed["seconds"], len(pieces)
 
 
-def effective_merge(cfg):
-    """Blocks per forward pass actually used: merging needs full batch without per-block gradients."""
-    per_block = cfg.hyp.train_stochastic or cfg.hyp.grad_reg.block_strength or cfg.hyp.grad_reg.acc_strength
-    return 1 if per_block or cfg.hyp.batch_clip is not None else cfg.impl.merge_blocks
-
-
 def regularized(cfg):
     return bool(cfg.hyp.grad_reg.block_strength or cfg.hyp.grad_reg.acc_strength)
+
+
+def effective_merge(cfg):
+    """Blocks per forward pass actually used: merging needs full batch without per-block gradients."""
+    per_block = cfg.hyp.train_stochastic or regularized(cfg)
+    return 1 if per_block or cfg.hyp.batch_clip is not None else cfg.impl.merge_blocks
 
 
 def measure(preset, setting, args):
@@ -132,9 +132,9 @@ def measure(preset, setting, args):
                 memory=cfg.impl.memory, compiled=cfg.impl.compile, merge=effective_merge(cfg),
                 block=cfg.data.batch_size, seconds_per_step=seconds, images_per_second=epochs_equivalent / seconds,
                 tflops=flops / seconds / 1e12, outside_model=max(0.0, 1 - compute / seconds) if
-                not cfg.hyp.grad_reg.block_strength else None,
+                not regularized(cfg) else None,
                 overhead_ms_per_block=max(0.0, seconds - compute) / blocks * 1e3 if
-                not cfg.hyp.grad_reg.block_strength else None,
+                not regularized(cfg) else None,
                 validation_seconds=validation["seconds"], peak_memory_gb=peak / 2**30)
 
 

@@ -8,8 +8,9 @@ from conftest import ROOT
 
 def test_quick_benchmark_prints_one_row_per_preset_and_setting(tmp_path):
     out = tmp_path / "rows.json"
+    settings = "fp32,bf16-cl-merge4,bf16-cl,bf16-cl-regcompute"
     result = subprocess.run([sys.executable, "-m", "fullbatch.benchmark", "--quick", "--presets", "fbclip,gradreg",
-                             "--settings", "fp32,bf16-cl-merge4,bf16-cl,bf16-cl-regcompute", "--json", str(out)], cwd=ROOT,
+                             "--settings", settings, "--json", str(out)], cwd=ROOT,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     rows = json.loads(out.read_text())["rows"]

@@ -22,6 +22,11 @@ from fullbatch.models.modules import GradRegularizer
 from fullbatch.models.registry import build_model
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+BLOCK_STRENGTH = 0.5  # the paper's, so v = 0.5 g
+
+
+def flat(tensors):
+    return torch.cat([t.flatten().double() for t in tensors])
 
 
 def load_block(cifar_root, block, seed):
@@ -42,11 +47,11 @@ def block_gradient(model, inputs, labels, loss_fn, bf16):
 
 
 def correction(model, grads, inputs, labels, loss_fn, bf16, precision, eps, repeats=3):
-    """(lr/4) H v for v = 0.5 g as one flat float64 vector, and the median seconds per regularizer call."""
+    """(lr/4) H v for v = BLOCK_STRENGTH * g as one flat float64 vector, and the median seconds per call."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        regularizer = GradRegularizer(model, optimizer, loss_fn, 0.5, eps=eps, mixed_precision=bf16,
+        regularizer = GradRegularizer(model, optimizer, loss_fn, BLOCK_STRENGTH, eps=eps, mixed_precision=bf16,
                                       precision=precision)
     times = []
     for _ in range(repeats):
@@ -57,8 +62,7 @@ def correction(model, grads, inputs, labels, loss_fn, bf16, precision, eps, repe
         if inputs.is_cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - started)
-    flat = torch.cat([(r - g).flatten().double() for r, g in zip(result, grads)])
-    return flat, sorted(times)[len(times) // 2]
+    return flat(result) - flat(grads), sorted(times)[len(times) // 2]
 
 
 def round_mantissa(values, bits):
@@ -73,10 +77,10 @@ def round_mantissa(values, bits):
 
 def surviving_shift(model, grads, eps, bits):
     """Fraction of conv/linear weights whose rounded value moves, and the error of the shift that arrives."""
-    pairs = [(p.detach().flatten(), 0.5 * g.flatten()) for p, g in zip(model.parameters(), grads) if p.dim() > 1]
-    weights = torch.cat([w for w, _ in pairs]).float()
-    direction = torch.cat([v for _, v in pairs]).float()
-    shift = direction * (eps / torch.cat([0.5 * g.flatten() for g in grads]).norm())
+    step = eps / (BLOCK_STRENGTH * flat(grads).norm())  # as the regularizer scales v = BLOCK_STRENGTH * g
+    weights, shift = zip(*[(p.detach(), BLOCK_STRENGTH * step * g) for p, g in zip(model.parameters(), grads)
+                           if p.dim() > 1])
+    weights, shift = flat(weights).float(), flat(shift).float()
     arrived = round_mantissa(weights + shift, bits) - round_mantissa(weights, bits)
     moved = (arrived != 0).float().mean().item()
     return moved, ((arrived - shift).double().norm() / shift.double().norm()).item()
@@ -96,7 +100,7 @@ def measure(args):
                               args.eps, repeats=1)
     grads32 = block_gradient(model, inputs, labels, loss_fn, bf16=False)
     grads16 = block_gradient(model, inputs, labels, loss_fn, bf16=True)
-    flat32, flat16 = (torch.cat([g.flatten().double() for g in gs]) for gs in (grads32, grads16))
+    flat32, flat16 = flat(grads32), flat(grads16)
     rows = []
     for label, grads, bf16, precision in [("float32", grads32, False, "full"), ("float32", grads32, False, "compute"),
                                           ("bf16", grads16, True, "compute"), ("bf16", grads16, True, "full")]:

@@ -53,7 +53,8 @@ class GradRegularizer:
         if mixed_precision and precision == "compute" and self.implementation.endswith("differences") and self.active:
             warnings.warn("GradRegularizer: with precision='compute' under bf16 autocast the weight shift of a finite "
                           "difference is below bf16 resolution for most weights, so H v is coarse (measured 91% error "
-                          "on ResNet-18 with CIFAR-10 at eps=1e-2); use precision='full' when accuracy matters", stacklevel=2)
+                          "on ResNet-18 with CIFAR-10 at eps=1e-2); use precision='full' when accuracy matters",
+                          stacklevel=2)
 
     @property
     def active(self):
