@@ -35,7 +35,7 @@ class OptimConfig:
 class OptimModificationConfig:
     name: str = "none"  # none | SAM | LARS | LARC
     rho: float = 0.05  # SAM radius
-    trust: float = 0.001  # LARS/LARC trust coefficient
+    trust: float = 0.02  # LARS/LARC trust coefficient (the original's default)
 
 
 @dataclass
@@ -107,6 +107,7 @@ class DataConfig:
     test_size: Optional[int] = None  # use only the first `test_size` validation examples
     image_size: int = 32  # height and width of the images
     batch_size: int = 128  # the block size in full-batch mode, the mini-batch size in SGD mode
+    drop_last_block: bool = False  # true: leave out the last, smaller block (mini-batch), as the original does
     augmentations_train: Any = field(default_factory=lambda: ["random_crop", "horizontal_flip"])
     crop_padding: int = 4
     classes: int = 10
@@ -119,6 +120,7 @@ class DataConfig:
 class ModelConfig:
     name: str = MISSING
     width: int = MISSING  # channels of the first stage
+    downsample: Optional[str] = None  # ResNets: shortcut type B or C (see fullbatch/models/resnet.py)
 
 
 @dataclass

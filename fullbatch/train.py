@@ -49,7 +49,8 @@ def build_trainer(cfg, comm=None):
     if cfg.dryrun:
         _dryrun_cut(dataset, cfg)
     fmt = memory_format(cfg.impl)
-    model = build_model(cfg.model.name, cfg.model.width, cfg.data.classes, cfg.data.image_size)
+    model = build_model(cfg.model.name, cfg.model.width, cfg.data.classes, cfg.data.image_size,
+                        cfg.model.downsample)
     model = model.to(device, dtype=getattr(torch, cfg.impl.dtype), memory_format=fmt)
     forward_model = torch.compile(model, mode=cfg.impl.compile_mode) if cfg.impl.compile else model
     if cfg.impl.merge_blocks > 1 and not supports_block_groups(model):

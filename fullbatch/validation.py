@@ -48,7 +48,6 @@ def _optional_positive(value, key):
 def validate_hyp(hyp):
     _require(hyp.steps >= 1, "hyp.steps", "an integer >= 1", hyp.steps)
     _require(0 <= hyp.warmup, "hyp.warmup", "an integer >= 0", hyp.warmup)
-    _require(hyp.warmup < hyp.steps or hyp.warmup == 0, "hyp.warmup", f"fewer than hyp.steps={hyp.steps}", hyp.warmup)
     scheduler = "none" if hyp.scheduler is None else hyp.scheduler
     _require(scheduler in SCHEDULERS, "hyp.scheduler", f"one of {SCHEDULERS}", hyp.scheduler)
     _require(hyp.optim.name in OPTIMIZERS, "hyp.optim.name", f"one of {OPTIMIZERS}", hyp.optim.name)
@@ -204,13 +203,20 @@ def validate_setup(setup):
 
 def validate(cfg: DictConfig):
     """Check the whole config; raise ConfigError on the first problem."""
-    from fullbatch.models.registry import MODELS
+    from fullbatch.models.registry import MODELS, RESNETS
+    from fullbatch.models.resnet import DOWNSAMPLE_TYPES
 
     validate_data(cfg.data)
     _require(not cfg.hyp.train_semi_stochastic or cfg.data.db.name == "LMDB", "hyp.train_semi_stochastic",
              "false unless data/db=LMDB (it trains on one stored round per step)", cfg.hyp.train_semi_stochastic)
     _require(cfg.model.name in MODELS, "model.name", f"one of {sorted(MODELS)}", cfg.model.name)
     _require(cfg.model.width >= 1, "model.width", "an integer >= 1", cfg.model.width)
+    if cfg.model.name in RESNETS:
+        _require(cfg.model.downsample in DOWNSAMPLE_TYPES, "model.downsample", f"one of {DOWNSAMPLE_TYPES}",
+                 cfg.model.downsample)
+    else:
+        _require(cfg.model.downsample is None, "model.downsample",
+                 f"empty for {cfg.model.name} (only ResNets have a downsampling shortcut)", cfg.model.downsample)
     validate_hyp(cfg.hyp)
     validate_impl(cfg.impl)
     validate_analysis(cfg.analysis)

@@ -38,3 +38,9 @@ def run_entry(overrides, cwd, check=True, extra_env=None):
 def _few_threads():
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _inside_tmp_path(tmp_path, monkeypatch):
+    """Runs write `tables/` and `outputs/` under the working directory: keep it inside the test's folder."""
+    monkeypatch.chdir(tmp_path)

@@ -56,7 +56,7 @@ def test_stochastic_run_takes_one_epoch_per_step(tmp_path):
     rows = _metrics(run_dir)
     assert len(rows) == 2 and rows[-1]["val_acc"] >= 0 and _summary(run_dir)["status"] == "finished"
     assert all(0 < row["grad_norm"] and row["clipped"] == 0.0 for row in rows)
-    assert rows[0]["lr"] == 0.1 / 1  # warmup 1: the peak from the first step
+    assert [row["lr"] for row in rows] == [0.0, 0.1]  # warmup 1: the first epoch at lr 0, then the peak
 
 
 def test_sweep_runs_two_jobs_into_one_table(tmp_path):

@@ -318,21 +318,28 @@ def test_central_differences_converge_quadratically_in_eps(name):
 
 @pytest.mark.parametrize("implementation", ["forward-differences", "central-differences"])
 def test_differences_on_relu_resnet_equal_the_exact_difference_quotient(implementation):
-    """On the ReLU ResNet (BatchNorm in train mode) the quotient at step e = eps/||v|| is recomputed with
-    torch.func and compared; kinks make it differ from H v, so H v is not the right target here."""
+    """On the ReLU ResNet (BatchNorm in train mode) the difference quotient is recomputed with torch.func at the
+    original's definition and compared; kinks make it differ from H v (and make the step width visible), so
+    H v is not the right target here."""
     eps, lr, alpha = 1e-2, 0.5, 0.5
     model, optimizer, inputs, labels = setup("resnet20", lr=lr)
     reference = Reference(model, inputs, labels)
     before, result, _ = run(model, optimizer, inputs, labels, implementation, alpha=alpha, eps=eps)
     v = [alpha * g for g in before]
-    step = eps / flat(v).norm()
+    norm = flat(v).norm()
+    unit = [d / norm for d in v]
     point = reference.as_list(reference.point)
-    plus = reference.as_list(reference.gradient(reference.as_dict([p + step * d for p, d in zip(point, v)])))
-    if implementation == "forward-differences":
-        quotient = [(a - b) / step for a, b in zip(plus, before)]
-    else:
-        minus = reference.as_list(reference.gradient(reference.as_dict([p - step * d for p, d in zip(point, v)])))
-        quotient = [(a - b) / (2 * step) for a, b in zip(plus, minus)]
+
+    def gradient_at(offset):
+        return reference.as_list(reference.gradient(reference.as_dict([p + offset * u for p, u in zip(point, unit)])))
+
+    if implementation == "forward-differences":  # theta + eps v/||v||, divided by eps / ||v||
+        quotient = [norm * (a - b) / eps for a, b in zip(gradient_at(eps), before)]
+    else:  # the original's definition: theta +- (eps/2) v/||v||, divided by eps / ||v||: eps is the full width
+        quotient = [norm * (a - b) / eps for a, b in zip(gradient_at(eps / 2), gradient_at(-eps / 2))]
+        wider = [norm * (a - b) / (2 * eps) for a, b in zip(gradient_at(eps), gradient_at(-eps))]
+        wide_expected = [b + (lr / 4) * q for b, q in zip(before, wider)]
+        assert correction_err(result, before, wide_expected) > 1e-4  # a step of +-eps would be told apart
     expected = [b + (lr / 4) * q for b, q in zip(before, quotient)]
     assert correction_err(result, before, expected) < 1e-8
     assert rel_err(result, expected) < 1e-9

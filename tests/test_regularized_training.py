@@ -13,7 +13,9 @@ from fullbatch.training.full_batch import full_batch_gradient
 
 
 def _float64_trainer(*overrides):
-    trainer = build_trainer(compose_config([*TINY, "hyp=gradreg", "data.augmentations_train=", *overrides]))
+    # no warmup: the regularizer's correction scales with the lr, which warmup sets to 0 at step 0
+    trainer = build_trainer(compose_config([*TINY, "hyp=gradreg", "hyp.warmup=0", "data.augmentations_train=",
+                                            *overrides]))
     trainer.model.double()
     trainer.dtype = torch.float64
     return trainer
@@ -61,8 +63,9 @@ def test_acc_strength_uses_the_full_gradient_as_pre_grads():
 
 
 def test_full_loss_includes_the_regularizer_penalty():
-    plain = build_trainer(compose_config([*TINY, "hyp=fbclip", "hyp.optim.weight_decay=0"]))
-    regularized = build_trainer(compose_config([*TINY, "hyp=gradreg", "hyp.optim.lr=0.4", "hyp.optim.weight_decay=0"]))
+    plain = build_trainer(compose_config([*TINY, "hyp=fbclip", "hyp.warmup=0", "hyp.optim.weight_decay=0"]))
+    regularized = build_trainer(compose_config([*TINY, "hyp=gradreg", "hyp.warmup=0", "hyp.optim.lr=0.4",
+                                                "hyp.optim.weight_decay=0"]))
     row_plain, row_reg = plain.run_step(), regularized.run_step()
     assert row_plain["full_loss"] == pytest.approx(row_plain["train_loss"], rel=1e-12)
     assert row_reg["train_loss"] == pytest.approx(row_plain["train_loss"], rel=1e-6)  # same init, same data

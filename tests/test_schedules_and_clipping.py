@@ -9,21 +9,49 @@ from fullbatch.training.gradients import add_noise_, clip_, gradient_norm, post_
 from fullbatch.training.schedules import build_optimizer, build_scheduler, lr_factor
 
 
-def test_warmup_is_linear_and_reaches_the_peak_when_it_ends():
-    assert [lr_factor(s, "cosine-4000", 3000, 400) for s in (0, 199, 399)] == [1 / 400, 200 / 400, 1.0]
-    assert lr_factor(400, "cosine-4000", 3000, 400) == 1.0
+def original_lr(t, peak, warmup, horizon):
+    """The original code's schedule in closed form (warmup, then a cosine whose horizon starts after it)."""
+    if t <= warmup:
+        return peak * t / warmup
+    return peak * 0.5 * (1 + math.cos(math.pi * (t - warmup - 1) / horizon))
 
 
-def test_cosine_4000_at_step_3000_and_cosine_decay_end():
-    assert lr_factor(3000, "cosine-4000", 3000, 400) == pytest.approx(0.5 * (1 + math.cos(math.pi * 2600 / 3600)),
-                                                                     abs=1e-15)
-    assert lr_factor(299, "cosine-decay", 300, 5) == pytest.approx(0.5 * (1 + math.cos(math.pi * 294 / 295)), abs=1e-15)
-    assert lr_factor(300, "cosine-decay", 300, 5) == pytest.approx(0.0, abs=1e-15)
+@pytest.mark.parametrize("scheduler,steps,warmup,horizon", [("cosine-4000", 3000, 400, 4000),
+                                                            ("cosine-decay", 3000, 400, 3000),
+                                                            ("cosine-decay", 300, 5, 300)])
+def test_cosine_schedules_equal_the_closed_form(scheduler, steps, warmup, horizon):
+    for t in (0, 1, warmup - 1, warmup, warmup + 1, warmup + 2, 150, 299, 1000, 2999):
+        if t < steps:
+            assert lr_factor(t, scheduler, steps, warmup) == pytest.approx(original_lr(t, 1.0, warmup, horizon),
+                                                                           rel=1e-15, abs=1e-15), t
+    assert lr_factor(0, scheduler, steps, warmup) == 0.0  # exactly: step 0 only fills the momentum buffer
+    assert lr_factor(warmup, scheduler, steps, warmup) == lr_factor(warmup + 1, scheduler, steps, warmup) == 1.0
 
 
-def test_linear_drops_and_none():
-    assert [lr_factor(s, "linear", 800, 0) for s in (0, 299, 300, 500, 700, 799)] == [1, 1, 0.1, 0.1**2, 0.1**3, 0.1**3]
-    assert lr_factor(10, "none", 100, 5) == 1.0
+def test_fbclip_late_lr_and_summed_lr():
+    # the figures of the side-by-side check: lr 0.1095 at step 2999 of fbclip (peak 0.4), summed lr 0.4 * 2067.8
+    assert 0.4 * lr_factor(2999, "cosine-4000", 3000, 400) == pytest.approx(0.1095, abs=5e-5)
+    assert sum(lr_factor(t, "cosine-4000", 3000, 400) for t in range(3000)) == pytest.approx(2067.82, abs=0.01)
+
+
+def test_linear_drops_after_warmup_at_the_original_milestones():
+    # steps 80, warmup 5: milestones 80 // 2.667 = 29, 80 // 1.6 = 49 (float floor), 80 // 1.142 = 70,
+    # counted from t - warmup - 1, so the drops fall at t = 35, 55, 76 (measured on the original code)
+    factors = [lr_factor(t, "linear", 80, 5) for t in range(80)]
+    assert factors[:6] == [t / 5 for t in range(6)]
+    drops = [t for t in range(6, 80) if factors[t] < factors[t - 1]]
+    assert drops == [35, 55, 76]
+    assert factors[34] == 1.0 and factors[35] == pytest.approx(0.1) and factors[79] == pytest.approx(1e-3)
+
+
+def test_none_and_no_warmup():
+    assert [lr_factor(t, "none", 100, 5) for t in (0, 5, 6, 99)] == [0.0, 1.0, 1.0, 1.0]
+    assert lr_factor(0, "cosine-decay", 10, 0) == lr_factor(1, "cosine-decay", 10, 0) == 1.0  # W = 0: t = 0 and 1
+    assert lr_factor(2, "cosine-decay", 10, 0) == pytest.approx(0.5 * (1 + math.cos(math.pi / 10)), rel=1e-15)
+
+
+def test_warmup_longer_than_the_run_rises_for_the_whole_run():
+    assert [lr_factor(t, "cosine-4000", 10, 400) for t in range(10)] == [t / 400 for t in range(10)]
 
 
 def test_scheduler_drives_the_optimizer_lr_per_step():
@@ -31,11 +59,13 @@ def test_scheduler_drives_the_optimizer_lr_per_step():
     optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(2))], hyp.optim)
     scheduler = build_scheduler(optimizer, hyp)
     lrs = []
-    for _ in range(401):
+    for _ in range(1001):
         lrs.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
-    assert lrs[0] == pytest.approx(0.4 / 400) and lrs[399] == pytest.approx(0.4) and lrs[400] == pytest.approx(0.4)
+    assert lrs[0] == 0.0
+    for t in (1, 399, 400, 401, 402, 1000):
+        assert lrs[t] == pytest.approx(original_lr(t, 0.4, 400, 4000), rel=1e-14), t
 
 
 def test_clip_scales_to_the_bound_exactly_and_records_the_norm():

@@ -39,8 +39,9 @@ def test_sharpness_is_written_to_the_metrics_and_off_costs_nothing(tmp_path):
                           "analysis.power_iterations=3", "analysis.trace_samples=1", "analysis.blocks=1"])
     run(cfg, output_dir=str(tmp_path / "on"))
     rows = [json.loads(line) for line in open(tmp_path / "on" / "metrics.jsonl")]
-    assert all(math.isfinite(row["top_eigenvalue"]) and row["two_over_lr"] == 2 / row["lr"] and "hessian_trace" in row
-               for row in rows)
+    assert rows[0]["lr"] == 0 and float(rows[0]["two_over_lr"]) == math.inf  # warmup: step 0 runs at lr 0
+    assert all(math.isfinite(row["top_eigenvalue"]) and "hessian_trace" in row for row in rows)
+    assert rows[1]["two_over_lr"] == 2 / rows[1]["lr"]
     run(compose_config([*TINY, "hyp=fb1", "hyp.steps=2"]), output_dir=str(tmp_path / "off"))
     rows = [json.loads(line) for line in open(tmp_path / "off" / "metrics.jsonl")]
     assert not any("top_eigenvalue" in row for row in rows)

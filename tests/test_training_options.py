@@ -33,7 +33,7 @@ def test_full_batch_step_applies_the_clipped_exact_gradient_with_sgd():
 
 
 def test_ema_evaluates_the_exponential_average_of_the_weights():
-    trainer = _trainer("hyp=fb1", "hyp.steps=3", "hyp.evaluate_ema=true", "hyp.eval_ema_momentum=0.9")
+    trainer = _trainer("hyp=fb1", "hyp.steps=3", "hyp.warmup=0", "hyp.evaluate_ema=true", "hyp.eval_ema_momentum=0.9")
     trainer.run_step()
     first = [p.detach().clone() for p in trainer.model.parameters()]
     trainer.run_step()
@@ -41,7 +41,8 @@ def test_ema_evaluates_the_exponential_average_of_the_weights():
     for averaged, a, b in zip(trainer.ema.module.parameters(), first, second):
         torch.testing.assert_close(averaged.detach(), 0.9 * a + 0.1 * b)
     loss, acc = trainer.validate()["val_loss"], trainer.validate()["val_acc"]
-    expected = evaluate(trainer.ema.module, trainer.dataset.test_images, trainer.dataset.test_labels, trainer.prepare, 64)
+    expected = evaluate(trainer.ema.module, trainer.dataset.test_images, trainer.dataset.test_labels, trainer.prepare,
+                        trainer.cfg.impl.eval_batch_size)
     assert loss.item() == expected[0].item() and acc.item() == expected[1].item()
 
 

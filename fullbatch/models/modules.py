@@ -153,13 +153,13 @@ class GradRegularizer:
             return list(torch.autograd.grad((lr / 4) * penalty, params))
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(direction)))
         step = self.eps / norm.clamp(min=1e-12)
-        shift = torch._foreach_mul(direction, step)
         if self.implementation == "forward-differences":
             reference = self._reference_gradient(params, grads, inputs, labels)
-            plus = self._shifted_gradient(params, saved_params, shift, inputs, labels)
-            difference, denominator = torch._foreach_sub(list(plus), reference), step
-        else:  # central differences
-            plus = self._shifted_gradient(params, saved_params, shift, inputs, labels)
-            minus = self._shifted_gradient(params, saved_params, torch._foreach_neg(shift), inputs, labels)
-            difference, denominator = torch._foreach_sub(list(plus), list(minus)), 2 * step
-        return torch._foreach_mul(difference, (lr / 4) / denominator)
+            plus = self._shifted_gradient(params, saved_params, torch._foreach_mul(direction, step), inputs, labels)
+            difference = torch._foreach_sub(list(plus), reference)
+        else:  # central differences at theta +- (eps/2) v/||v||, as the original: eps is the full width
+            half = torch._foreach_mul(direction, step / 2)
+            plus = self._shifted_gradient(params, saved_params, half, inputs, labels)
+            minus = self._shifted_gradient(params, saved_params, torch._foreach_neg(half), inputs, labels)
+            difference = torch._foreach_sub(list(plus), list(minus))
+        return torch._foreach_mul(difference, (lr / 4) / step)

@@ -65,7 +65,7 @@ class Trainer:
 
     def _blocks(self):
         order = example_order(self.dataset.num_train, self.cfg.seed, self.step, self.device, self.hyp.shuffle)
-        return block_plan(self.dataset.num_train, self.cfg.data.batch_size, order)
+        return block_plan(self.dataset.num_train, self.cfg.data.batch_size, order, self.cfg.data.drop_last_block)
 
     def _full_gradient(self, inputs, blocks, noise=None):
         """The post-processed exact gradient, written into the parameters' .grad; returns the metrics tensors."""

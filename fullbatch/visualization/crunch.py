@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from fullbatch.data import load_device_dataset
 from fullbatch.models import build_model
+from fullbatch.models.registry import RESNETS
 from fullbatch.runtime import configure_backend
 from fullbatch.validation import ConfigError, validate_data
 from fullbatch.visualization.directions import NORMALIZATIONS, random_direction
@@ -57,7 +58,9 @@ def load_model(path, cfg, device):
     model_cfg = run_cfg["model"] if run_cfg else OmegaConf.to_container(cfg.model)
     classes = run_cfg["data"]["classes"] if run_cfg else cfg.data.classes
     image_size = run_cfg["data"].get("image_size", 32) if run_cfg else cfg.data.image_size
-    model = build_model(model_cfg["name"], model_cfg["width"], classes, image_size)
+    # runs saved before model.downsample existed were built with type-B shortcuts
+    downsample = model_cfg.get("downsample", "B" if model_cfg["name"] in RESNETS else None)
+    model = build_model(model_cfg["name"], model_cfg["width"], classes, image_size, downsample)
     try:
         model.load_state_dict(state)
     except (RuntimeError, AttributeError, TypeError) as error:
