@@ -8,10 +8,9 @@ import sys
 import hydra
 from hydra.core.hydra_config import HydraConfig
 
+import fullbatch.config  # noqa: F401  (registers the schema; PyTorch is imported only once the config composes)
 from fullbatch.cli import composition_error, hydra_full_error
-from fullbatch.data import DatasetUnavailable
-from fullbatch.validation import ConfigError
-from fullbatch.visualization.crunch import crunch
+from fullbatch.errors import ConfigError, DatasetUnavailable
 
 
 def fail(message):
@@ -21,6 +20,8 @@ def fail(message):
 
 @hydra.main(config_path="config", config_name="crunch", version_base="1.3")
 def main(cfg):
+    from fullbatch.visualization.crunch import crunch
+
     try:
         crunch(cfg, HydraConfig.get().runtime.output_dir)
     except (ConfigError, DatasetUnavailable) as error:

@@ -3,6 +3,7 @@ from setuptools import find_packages, setup
 setup(
     name="fullbatch",
     version="0.1.0",
+    license="MIT",
     description="Full-batch gradient descent for image classification: 'Stochastic Training is Not Necessary "
                 "for Generalization' in PyTorch",
     packages=find_packages(include=["fullbatch", "fullbatch.*"]),

@@ -10,10 +10,9 @@ import sys
 
 import hydra
 
+import fullbatch.config  # noqa: F401  (registers the schema; PyTorch is imported only once the config composes)
 from fullbatch.cli import composition_error, hydra_full_error
-from fullbatch.data import DatasetUnavailable
-from fullbatch.train import run
-from fullbatch.validation import ConfigError
+from fullbatch.errors import ConfigError, DatasetUnavailable
 
 EXIT_CONFIG_ERROR, EXIT_DIVERGED, EXIT_PREEMPTED = 2, 3, 4
 
@@ -25,6 +24,8 @@ def fail(message):
 
 @hydra.main(config_path="config", config_name="train", version_base="1.3")
 def main(cfg):
+    from fullbatch.train import run
+
     try:
         summary = run(cfg)
     except (ConfigError, DatasetUnavailable) as error:

@@ -18,13 +18,13 @@ from contextlib import contextmanager, nullcontext
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from fullbatch.config import register_configs
 from fullbatch.data.blocks import block_plan
 from fullbatch.models.ghost_batchnorm import block_groups
+from fullbatch.paths import compose_config
 from fullbatch.train import build_trainer
 from fullbatch.training.full_batch import merge_blocks
 
-PRESETS = {  # name: overrides (the reference's seconds per step on one H100 in DESIGN.md)
+PRESETS = {  # name: overrides (docs/speed.md lists the original code's seconds per step on one H100 for each)
     "fbclip": ["hyp=fbclip"],
     "gradreg": ["hyp=gradreg"],
     "gradreg-b32": ["hyp=gradreg", "data.batch_size=32"],
@@ -37,17 +37,6 @@ SETTINGS = {  # name: impl overrides (and the regularizer's precision, which dec
     "bf16-cl-merge4": ["impl.mixed_precision=true", "impl.memory=channels_last", "impl.merge_blocks=4"],
     "bf16-cl-compiled": ["impl.mixed_precision=true", "impl.memory=channels_last", "impl.compile=true"],
 }
-
-
-def compose(overrides):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from fullbatch.paths import config_dir
-
-    register_configs()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return hydra_compose(config_name="train", overrides=overrides)
 
 
 @contextmanager
@@ -69,9 +58,9 @@ def timer(device):
 
 def flops_per_step(overrides, images):
     """FLOPs of one step, counted on two blocks of an uncompiled copy and scaled to `images`."""
-    cfg = compose(overrides)
+    cfg = compose_config(overrides)
     small = 2 * cfg.data.batch_size
-    cfg = compose([*overrides, f"data.size={small}", "impl.compile=false"])
+    cfg = compose_config([*overrides, f"data.size={small}", "impl.compile=false"])
     trainer = build_trainer(cfg)
     counter = FlopCounterMode(display=False)
     with counter:
@@ -108,7 +97,7 @@ def measure(preset, setting, args):
                  f"model={args.model}", "data=synthetic", "hyp.steps=100000", "hyp.warmup=0",
                  "impl.validate_every_nth_step=100000", f"impl.device={args.device}",
                  *PRESETS[preset], *SETTINGS[setting]]
-    cfg = compose(overrides)
+    cfg = compose_config(overrides)
     trainer = build_trainer(cfg)
     device = trainer.device
     for _ in range(args.warmup):
@@ -180,9 +169,9 @@ def main(argv=None):
         for setting in args.settings.split(","):
             if args.quick and setting.endswith("compiled"):
                 continue  # compilation takes minutes on a CPU; the equivalence tests cover it
-            if "merge" in setting and effective_merge(compose(PRESETS[preset] + SETTINGS[setting])) == 1:
+            if "merge" in setting and effective_merge(compose_config(PRESETS[preset] + SETTINGS[setting])) == 1:
                 continue  # the preset needs per-block gradients: merging would not apply
-            if "regcompute" in setting and not regularized(compose(PRESETS[preset])):
+            if "regcompute" in setting and not regularized(compose_config(PRESETS[preset])):
                 continue  # no regularizer: the setting would repeat bf16-cl
             rows.append(measure(preset, setting, args))
             print(format_table(rows[-1:]).splitlines()[-1] if len(rows) > 1 else format_table(rows), flush=True)

@@ -6,12 +6,11 @@ own flags (-m, --cfg, --help, ...) go to Hydra unchanged.
 """
 import os
 
-from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-import fullbatch.config  # noqa: F401  (registers the schema)
-from fullbatch.paths import config_dir
+from fullbatch.files import unwritable
+from fullbatch.paths import compose_config
 
 
 def one_line(error):
@@ -34,27 +33,12 @@ def composition_error(arguments, config_name="train"):
     if any(argument.startswith("-") for argument in arguments):
         return None
     try:
-        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=list(arguments), return_hydra_config=True)
+        cfg = compose_config(arguments, config_name, return_hydra_config=True)
         run_dir = cfg.hydra.run.dir
     except (HydraException, OmegaConfBaseException, ValueError) as error:
         return one_line(error)
-    return unwritable(run_dir)
-
-
-def unwritable(folder):
-    """Why `folder` could not be created and written (probed in its nearest existing parent), or None."""
-    existing = os.path.abspath(folder)
-    while not os.path.isdir(existing):
-        existing = os.path.dirname(existing)
-    probe = os.path.join(existing, f".fullbatch-write-test-{os.getpid()}")
-    try:
-        with open(probe, "w") as handle:
-            handle.write("ok")
-        os.remove(probe)
-    except OSError as error:
-        return f"hydra.run.dir={folder!r} is not allowed: {existing} is not writable ({error.strerror})"
-    return None
+    problem = unwritable(run_dir)
+    return f"hydra.run.dir={run_dir!r} is not allowed: {problem}" if problem else None
 
 
 def hydra_full_error():

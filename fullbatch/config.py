@@ -1,8 +1,8 @@
 """Typed schemas for the Hydra config, registered in the ConfigStore.
 
 The YAML files under `config/` hold the values; these dataclasses hold the types, so Hydra rejects a
-misspelt key or a wrong type while composing, before any work. Range and choice checks that a type
-cannot express live in `fullbatch.validation`.
+misspelt key, a wrong type or an unknown choice (the Enums of `fullbatch.choices`) while composing, before
+any work. Range and combination checks that a type cannot express live in `fullbatch.validation`.
 """
 import os
 import time
@@ -12,10 +12,14 @@ from typing import Any, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from fullbatch.choices import (AnalysisPreset, Backend, CompileMode, Database, Dataset, Downsample, Dtype,
+                               LineSearch, MemoryFormat, Modification, OnDivergence, Optimizer, RegularizerMethod,
+                               RegularizerPrecision, Scheduler, Setup)
+
 
 @dataclass
 class OptimConfig:
-    name: str = MISSING  # SGD | AdamW
+    name: Optimizer = MISSING
     lr: float = MISSING
     momentum: float = 0.0
     dampening: float = 0.0
@@ -23,7 +27,7 @@ class OptimConfig:
     weight_decay: float = 0.0
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
-    line_search: Optional[str] = None  # SGD: armijo (needs momentum 0) | LBFGS: strong_wolfe | empty: none
+    line_search: Optional[LineSearch] = None  # SGD: armijo (needs momentum 0) | LBFGS: strong_wolfe | empty: none
     armijo_c: float = 1e-4  # sufficient-decrease constant of the Armijo condition
     backtrack: float = 0.5  # step-size factor per backtracking step
     max_backtracks: int = 20
@@ -33,7 +37,7 @@ class OptimConfig:
 
 @dataclass
 class OptimModificationConfig:
-    name: str = "none"  # none | SAM | LARS | LARC
+    name: Modification = Modification.none
     rho: float = 0.05  # SAM radius
     trust: float = 0.02  # LARS/LARC trust coefficient (the original's default)
 
@@ -49,9 +53,9 @@ class GradRegConfig:
     block_strength: float = MISSING
     acc_strength: float = MISSING
     eps: float = MISSING
-    implementation: str = MISSING
+    implementation: RegularizerMethod = MISSING
     norm: int = MISSING
-    precision: str = MISSING
+    precision: RegularizerPrecision = MISSING
 
 
 @dataclass
@@ -70,7 +74,7 @@ class HypConfig:
     shuffle: bool = MISSING
     steps: int = MISSING
     warmup: int = MISSING
-    scheduler: Optional[str] = MISSING
+    scheduler: Optional[Scheduler] = MISSING
     grad_clip: Optional[float] = MISSING
     grad_clip_norm: float = MISSING
     batch_clip: Optional[float] = MISSING
@@ -87,7 +91,7 @@ class HypConfig:
 
 @dataclass
 class DatabaseConfig:
-    name: str = "none"  # none | LMDB (N x CIFAR: `rounds` fixed augmented copies of the training set)
+    name: Database = Database.none  # LMDB: N x CIFAR: `rounds` fixed augmented copies of the training set)
     path: str = "~/data/lmdb"  # folder of the database files
     rounds: int = 10
     map_size: Optional[int] = None  # bytes; empty: computed from the size
@@ -100,7 +104,7 @@ class DatabaseConfig:
 @dataclass
 class DataConfig:
     db: DatabaseConfig = field(default_factory=DatabaseConfig)
-    name: str = MISSING  # CIFAR10 | CIFAR100 | TinyImageNet | synthetic
+    name: Dataset = MISSING
     path: str = "~/data"
     download: bool = True
     size: Optional[int] = None  # use only the first `size` training examples
@@ -120,7 +124,7 @@ class DataConfig:
 class ModelConfig:
     name: str = MISSING
     width: int = MISSING  # channels of the first stage
-    downsample: Optional[str] = None  # ResNets: shortcut type B or C (see fullbatch/models/resnet.py)
+    downsample: Optional[Downsample] = None  # ResNets: shortcut type B or C (see fullbatch/models/resnet.py)
 
 
 @dataclass
@@ -129,14 +133,14 @@ class CheckpointConfig:
     keep: int = MISSING
     resume: Any = MISSING  # auto | true | false | a checkpoint path (see fullbatch/resume.py)
     search_dir: str = MISSING
-    on_divergence: str = MISSING  # stop | restore (the last good checkpoint, with half the learning rate)
+    on_divergence: OnDivergence = MISSING  # restore: the last good checkpoint, with half the learning rate
     max_restores: int = MISSING
 
 
 @dataclass
 class SetupConfig:
-    name: str = MISSING  # single | distributed (launched with torchrun)
-    backend: str = "auto"  # auto (nccl on GPUs, gloo on CPUs) | nccl | gloo
+    name: Setup = MISSING  # distributed: launched with torchrun
+    backend: Backend = Backend.auto  # auto: nccl on GPUs, gloo on CPUs
     timeout_seconds: int = 600  # a collective that waits longer than this fails the job instead of hanging
     check_every_nth_step: int = 10  # compare parameter checksums across ranks every this many steps
     batch_shards: Optional[int] = None  # SGD mode: pieces per mini-batch with their own BatchNorm statistics
@@ -146,11 +150,11 @@ class SetupConfig:
 class ImplConfig:
     setup: SetupConfig = field(default_factory=SetupConfig)
     device: str = MISSING
-    dtype: str = MISSING  # float32 | float64 (parameters and arithmetic; float64 for exactness checks)
+    dtype: Dtype = MISSING  # parameters and arithmetic; float64 for exactness checks
     mixed_precision: bool = MISSING
-    memory: str = MISSING
+    memory: MemoryFormat = MISSING
     compile: bool = MISSING
-    compile_mode: str = MISSING  # torch.compile mode; reduce-overhead adds CUDA graphs on GPUs
+    compile_mode: CompileMode = MISSING  # torch.compile mode; reduce-overhead adds CUDA graphs on GPUs
     threads: int = MISSING
     deterministic: bool = MISSING
     benchmark: bool = MISSING
@@ -162,7 +166,7 @@ class ImplConfig:
 
 @dataclass
 class AnalysisConfig:
-    name: str = "none"  # none | final | limited | full | sharpness
+    name: AnalysisPreset = AnalysisPreset.none
     check_every_nth_step: int = 10
     final_only: bool = False  # measure at the last step only
     block_statistics: bool = False  # per-block gradient norms, SNR, noise scale (one extra pass)
@@ -184,6 +188,7 @@ class TrainConfig:
     seed: int = 0
     dryrun: bool = False
     template: str = "default"
+    tables: str = "tables"  # folder of the results tables (relative: to the working directory)
 
 
 @dataclass

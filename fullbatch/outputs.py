@@ -1,10 +1,11 @@
 """What a run leaves behind: metrics.jsonl, summary.json, model.pt and a row in tables/<template>.csv."""
 import csv
-import fcntl
 import json
 import math
 import os
 import subprocess
+
+from fullbatch.files import atomic_write, locked_file
 
 
 def _plain(value):
@@ -33,10 +34,7 @@ class MetricsLog:
 
 
 def write_json(path, content):
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as handle:
-        json.dump(_plain(content), handle, indent=2, default=str)
-    os.replace(temporary, path)
+    atomic_write(path, lambda handle: json.dump(_plain(content), handle, indent=2, default=str), mode="w")
 
 
 def git_revision(folder):
@@ -50,14 +48,10 @@ def git_revision(folder):
 def append_table_row(path, row):
     """Append `row` to a CSV, writing the header for a new file; a lock keeps concurrent sweep jobs apart."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "a", newline="") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            handle.seek(0, os.SEEK_END)
-            writer = csv.DictWriter(handle, fieldnames=list(row))
-            if handle.tell() == 0:
-                writer.writeheader()
-            writer.writerow({key: _plain(value) for key, value in row.items()})
-            handle.flush()
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with locked_file(path, "a", newline="") as handle:
+        handle.seek(0, os.SEEK_END)
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if handle.tell() == 0:
+            writer.writeheader()
+        writer.writerow({key: _plain(value) for key, value in row.items()})
+        handle.flush()

@@ -9,7 +9,7 @@ import logging
 import os
 
 from fullbatch.training.checkpoint import CheckpointUnusable, checkpoint_candidates, load_checkpoint
-from fullbatch.validation import ConfigError
+from fullbatch.errors import ConfigError
 
 log = logging.getLogger("fullbatch")
 

@@ -6,7 +6,8 @@ from functools import partial
 import torch
 from omegaconf import OmegaConf
 
-from fullbatch.validation import ConfigError
+from fullbatch.choices import MemoryFormat
+from fullbatch.errors import ConfigError
 
 
 def resolve_device(name):
@@ -42,8 +43,11 @@ def autocast_factory(impl, device):
     return partial(torch.autocast, device.type, dtype=torch.bfloat16)
 
 
+MEMORY_FORMATS = {MemoryFormat.contiguous: torch.contiguous_format, MemoryFormat.channels_last: torch.channels_last}
+
+
 def memory_format(impl):
-    return torch.channels_last if impl.memory == "channels_last" else torch.contiguous_format
+    return MEMORY_FORMATS[impl.memory]
 
 
 def config_hash(cfg):

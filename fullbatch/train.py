@@ -8,6 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from fullbatch import outputs
+from fullbatch.analysis.hook import TrainingAnalysis
 from fullbatch.data import load_device_dataset
 from fullbatch.interruption import StopRequest
 from fullbatch.models import build_model
@@ -17,7 +18,9 @@ from fullbatch.runtime import autocast_factory, config_hash, configure_backend, 
 from fullbatch.training.distributed import Communicator
 from fullbatch.training.loop import train_loop
 from fullbatch.training.trainer import Trainer
-from fullbatch.validation import ConfigError, validate
+from fullbatch.errors import ConfigError
+from fullbatch.files import atomic_save, unwritable
+from fullbatch.validation import validate
 
 log = logging.getLogger("fullbatch")
 
@@ -52,23 +55,23 @@ def build_trainer(cfg, comm=None):
     model = build_model(cfg.model.name, cfg.model.width, cfg.data.classes, cfg.data.image_size,
                         cfg.model.downsample)
     model = model.to(device, dtype=getattr(torch, cfg.impl.dtype), memory_format=fmt)
-    forward_model = torch.compile(model, mode=cfg.impl.compile_mode) if cfg.impl.compile else model
+    forward_model = torch.compile(model, mode=str(cfg.impl.compile_mode)) if cfg.impl.compile else model
     if cfg.impl.merge_blocks > 1 and not supports_block_groups(model):
         raise ConfigError(f"impl.merge_blocks={cfg.impl.merge_blocks} is not allowed for model.name="
                           f"{cfg.model.name!r}: its BatchNorm layers cannot keep per-block statistics; use 1")
-    return Trainer(cfg, model, dataset, device, autocast_factory(cfg.impl, device), fmt, forward_model, comm)
+    return Trainer(cfg, model, dataset, device, autocast_factory(cfg.impl, device), fmt, forward_model, comm,
+                   TrainingAnalysis(cfg.analysis, cfg.seed))
 
 
 def _check_writable(folder, key):
     """Fail at start-up, not after hours of training, when results could not be written."""
-    probe = os.path.join(folder, f".write-test-{os.getpid()}")
     try:
         os.makedirs(folder, exist_ok=True)
-        with open(probe, "w") as handle:
-            handle.write("ok")
-        os.remove(probe)
-    except OSError as error:
-        raise ConfigError(f"{key}={folder!r} is not allowed: the folder is not writable ({error.strerror})") from None
+    except OSError:
+        pass  # the probe below names the folder that cannot be written
+    problem = unwritable(folder)
+    if problem:
+        raise ConfigError(f"{key}={folder!r} is not allowed: {problem}")
 
 
 def run(cfg, output_dir=None, choices=None):
@@ -91,10 +94,10 @@ def run(cfg, output_dir=None, choices=None):
 def _run(cfg, output_dir, choices, comm):
     if not comm.is_main:
         log.setLevel(logging.WARNING)  # errors of every rank still reach the log
-    tables = os.path.join(os.getcwd(), "tables")
+    tables = os.path.abspath(cfg.tables)
     if comm.is_main:
         _check_writable(output_dir, "hydra.run.dir")
-        _check_writable(tables, "tables folder")
+        _check_writable(tables, "tables")
     started = time.time()
     identity = config_hash(cfg)
     trainer = build_trainer(cfg, comm)
@@ -112,7 +115,7 @@ def _run(cfg, output_dir, choices, comm):
     summary = _summary(cfg, trainer, outcome, started, output_dir, choices, resume_path)
     if comm.is_main:
         if outcome.status not in ("diverged", "preempted"):
-            torch.save(trainer.model.state_dict(), os.path.join(output_dir, "model.pt"))
+            atomic_save(trainer.model.state_dict(), os.path.join(output_dir, "model.pt"))
         outputs.write_json(os.path.join(output_dir, "summary.json"), summary)
         if outcome.status != "preempted":
             outputs.append_table_row(os.path.join(tables, f"{cfg.template}.csv"), _table_row(summary))

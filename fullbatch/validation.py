@@ -5,40 +5,20 @@ combinations, so a bad sweep entry fails in seconds instead of after an hour of 
 """
 import math
 import os
+from enum import Enum
 
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 
-SCHEDULERS = ("cosine-decay", "cosine-4000", "linear", "none")
-OPTIMIZERS = ("SGD", "AdamW", "LBFGS")
-AUGMENTATIONS = ("random_crop", "horizontal_flip")
-DATASETS = ("CIFAR10", "CIFAR100", "TinyImageNet", "synthetic")
-MEMORY_FORMATS = ("contiguous", "channels_last")
-SETUPS = ("single", "distributed")
-BACKENDS = ("auto", "nccl", "gloo")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot work; the message names the key."""
+from fullbatch.choices import Database, Dataset, Dtype, LineSearch, Modification, Optimizer, Setup
+from fullbatch.data.augmentation import AUGMENTATIONS, augmentation_names
+from fullbatch.errors import ConfigError
+from fullbatch.models.registry import MODELS, RESNETS
 
 
 def _require(condition, key, allowed, value):
     if not condition:
-        raise ConfigError(f"{key}={value!r} is not allowed: expected {allowed}")
-
-
-def augmentation_names(value):
-    """Normalise `data.augmentations_train` (list, comma string, empty or null) to a tuple of names."""
-    if value is None or value == "":
-        return ()
-    if isinstance(value, str):
-        value = value.split(",")
-    if not isinstance(value, (list, tuple, ListConfig)):
-        raise ConfigError(f"data.augmentations_train={value!r} is not allowed: expected a list drawn from {AUGMENTATIONS}")
-    names = tuple(str(v).strip() for v in value if str(v).strip())
-    for name in names:
-        _require(name in AUGMENTATIONS, "data.augmentations_train", f"a list drawn from {AUGMENTATIONS}", name)
-    return names
+        shown = value.value if isinstance(value, Enum) else value
+        raise ConfigError(f"{key}={shown!r} is not allowed: expected {allowed}")
 
 
 def _optional_positive(value, key):
@@ -48,21 +28,16 @@ def _optional_positive(value, key):
 def validate_hyp(hyp):
     _require(hyp.steps >= 1, "hyp.steps", "an integer >= 1", hyp.steps)
     _require(0 <= hyp.warmup, "hyp.warmup", "an integer >= 0", hyp.warmup)
-    scheduler = "none" if hyp.scheduler is None else hyp.scheduler
-    _require(scheduler in SCHEDULERS, "hyp.scheduler", f"one of {SCHEDULERS}", hyp.scheduler)
-    _require(hyp.optim.name in OPTIMIZERS, "hyp.optim.name", f"one of {OPTIMIZERS}", hyp.optim.name)
     _require(hyp.optim.lr > 0, "hyp.optim.lr", "a number > 0", hyp.optim.lr)
     _require(hyp.optim.weight_decay >= 0, "hyp.optim.weight_decay", "a number >= 0", hyp.optim.weight_decay)
     _require(0 <= hyp.optim.momentum < 1, "hyp.optim.momentum", "a number in [0, 1)", hyp.optim.momentum)
     validate_exact_optimizers(hyp)
     modification = hyp.optim_modification
-    _require(modification.name in ("none", "SAM", "LARS", "LARC"), "hyp/optim_modification",
-             "none, SAM, LARS or LARC", modification.name)
     _require(modification.rho > 0 and modification.trust > 0, "hyp.optim_modification.rho/trust", "numbers > 0",
              (modification.rho, modification.trust))
-    _require(modification.name == "none" or hyp.optim.name != "LBFGS", "hyp/optim_modification",
+    _require(modification.name == Modification.none or hyp.optim.name != Optimizer.LBFGS, "hyp/optim_modification",
              "none with L-BFGS", modification.name)
-    _require(modification.name == "none" or not hyp.train_stochastic, "hyp/optim_modification",
+    _require(modification.name == Modification.none or not hyp.train_stochastic, "hyp/optim_modification",
              "none in stochastic mode (the modifications act on the exact full gradient)", modification.name)
     _optional_positive(hyp.grad_clip, "hyp.grad_clip")
     _optional_positive(hyp.batch_clip, "hyp.batch_clip")
@@ -84,42 +59,47 @@ def validate_hyp(hyp):
 def validate_exact_optimizers(hyp):
     """L-BFGS and line searches evaluate the exact full-batch objective: they need full-batch mode."""
     optim = hyp.optim
-    allowed = {"SGD": (None, "armijo"), "AdamW": (None,), "LBFGS": (None, "strong_wolfe")}[optim.name]
+    allowed = {Optimizer.SGD: (None, LineSearch.armijo), Optimizer.AdamW: (None,),
+               Optimizer.LBFGS: (None, LineSearch.strong_wolfe)}[optim.name]
     _require(optim.line_search in allowed, "hyp.optim.line_search", f"one of {allowed} for {optim.name}",
              optim.line_search)
-    exact = optim.name == "LBFGS" or optim.line_search is not None
+    exact = optim.name == Optimizer.LBFGS or optim.line_search is not None
     _require(not exact or not hyp.train_stochastic, "hyp.train_stochastic",
              "false with L-BFGS or a line search (they need exact full-batch gradients)", hyp.train_stochastic)
-    _require(optim.line_search != "armijo" or optim.momentum == 0, "hyp.optim.momentum",
+    _require(optim.line_search != LineSearch.armijo or optim.momentum == 0, "hyp.optim.momentum",
              "0 with line_search=armijo (backtracking moves along the gradient itself)", optim.momentum)
     _require(not exact or not (hyp.grad_noise.additive or hyp.grad_noise.multiplicative), "hyp.grad_noise",
              "off with L-BFGS or a line search (noise breaks their curvature and decrease tests)",
              dict(hyp.grad_noise))
+    if optim.line_search == LineSearch.armijo:  # it tests loss + weight decay along -grad F: nothing may bend the direction
+        bending = {"hyp.grad_clip": hyp.grad_clip, "hyp.batch_clip": hyp.batch_clip,
+                   "hyp.grad_reg.block_strength": hyp.grad_reg.block_strength or None,
+                   "hyp.grad_reg.acc_strength": hyp.grad_reg.acc_strength or None,
+                   "hyp.norm_bias.strength": hyp.norm_bias.strength or None}
+        for key, value in bending.items():
+            _require(value is None, key, "off with line_search=armijo (its decrease test sees only the loss and "
+                     "weight decay, so the step must follow their gradient)", value)
+        _require(hyp.optim_modification.name == Modification.none, "hyp/optim_modification",
+                 "none with line_search=armijo (SAM and LARS change the step's direction)", hyp.optim_modification.name)
     _require(0 < optim.backtrack < 1, "hyp.optim.backtrack", "a number in (0, 1)", optim.backtrack)
     _require(optim.max_iter >= 1 and optim.history_size >= 1, "hyp.optim.max_iter/history_size", "integers >= 1",
              (optim.max_iter, optim.history_size))
 
 
 def validate_grad_reg(hyp):
-    from fullbatch.models.modules import PRECISIONS, GradRegularizer
-
     reg = hyp.grad_reg
-    _require(reg.implementation in GradRegularizer.IMPLEMENTATIONS, "hyp.grad_reg.implementation",
-             f"one of {sorted(GradRegularizer.IMPLEMENTATIONS)}", reg.implementation)
     _require(reg.norm == 2, "hyp.grad_reg.norm", "2 (the only norm implemented)", reg.norm)
     _require(reg.eps > 0, "hyp.grad_reg.eps", "a number > 0", reg.eps)
-    _require(reg.precision in PRECISIONS, "hyp.grad_reg.precision", f"one of {PRECISIONS}", reg.precision)
     _require(reg.block_strength >= 0, "hyp.grad_reg.block_strength", "a number >= 0", reg.block_strength)
 
 
 def validate_data(data):
-    _require(data.name in DATASETS, "data.name", f"one of {DATASETS}", data.name)
     _require(data.batch_size >= 1, "data.batch_size", "an integer >= 1", data.batch_size)
     _require(data.size is None or data.size >= 1, "data.size", "empty (all) or an integer >= 1", data.size)
     _require(data.test_size is None or data.test_size >= 1, "data.test_size", "empty (all) or an integer >= 1",
              data.test_size)
     _require(data.crop_padding >= 0, "data.crop_padding", "an integer >= 0", data.crop_padding)
-    _require(data.image_size == (64 if data.name == "TinyImageNet" else 32), "data.image_size",
+    _require(data.image_size == (64 if data.name == Dataset.TinyImageNet else 32), "data.image_size",
              f"{64 if data.name == 'TinyImageNet' else 32} for data.name={data.name}", data.image_size)
     _require(data.classes >= 2, "data.classes", "an integer >= 2", data.classes)
     _require(len(data.mean) == 3 and len(data.std) == 3 and min(data.std) > 0, "data.mean/data.std",
@@ -129,8 +109,7 @@ def validate_data(data):
 
 
 def validate_database(db, online_augmentations, image_size=32):
-    _require(db.name in ("none", "LMDB"), "data/db", "none or LMDB", db.name)
-    _require(db.name == "none" or image_size == 32, "data/db", "none for images other than 32x32 (N x CIFAR)",
+    _require(db.name == Database.none or image_size == 32, "data/db", "none for images other than 32x32 (N x CIFAR)",
              db.name)
     _require(db.rounds >= 1, "data.db.rounds", "an integer >= 1", db.rounds)
     _require(db.map_size is None or db.map_size > 0, "data.db.map_size", "empty or a number of bytes > 0",
@@ -148,12 +127,9 @@ def validate_impl(impl):
     device = impl.device
     _require(device in ("auto", "cpu", "cuda") or device.startswith("cuda:"), "impl.device",
              "auto, cpu, cuda or cuda:N", device)
-    _require(impl.dtype in ("float32", "float64"), "impl.dtype", "float32 or float64", impl.dtype)
-    _require(not (impl.mixed_precision and impl.dtype == "float64"), "impl.mixed_precision",
+    _require(not (impl.mixed_precision and impl.dtype == Dtype.float64), "impl.mixed_precision",
              "false with impl.dtype=float64 (bf16 autocast is for float32 models)", impl.mixed_precision)
-    _require(impl.memory in MEMORY_FORMATS, "impl.memory", f"one of {MEMORY_FORMATS}", impl.memory)
     _require(impl.threads >= 0, "impl.threads", "an integer >= 0 (0: PyTorch's default)", impl.threads)
-    _require(impl.compile_mode in COMPILE_MODES, "impl.compile_mode", f"one of {COMPILE_MODES}", impl.compile_mode)
     _require(impl.merge_blocks >= 1, "impl.merge_blocks", "an integer >= 1 (1: one block per forward pass)",
              impl.merge_blocks)
     _require(impl.validate_every_nth_step >= 1, "impl.validate_every_nth_step", "an integer >= 1",
@@ -166,14 +142,10 @@ def validate_impl(impl):
     _require(ckpt.keep >= 1, "impl.checkpoint.keep", "an integer >= 1", ckpt.keep)
     _require(isinstance(ckpt.resume, (bool, str)), "impl.checkpoint.resume", "auto, true, false or a checkpoint path",
              ckpt.resume)
-    _require(ckpt.on_divergence in ("stop", "restore"), "impl.checkpoint.on_divergence", "stop or restore",
-             ckpt.on_divergence)
     _require(ckpt.max_restores >= 0, "impl.checkpoint.max_restores", "an integer >= 0", ckpt.max_restores)
 
 
 def validate_analysis(analysis):
-    _require(analysis.name in ("none", "final", "limited", "full", "sharpness"), "analysis",
-             "none, final, limited, full or sharpness", analysis.name)
     _require(analysis.save_models_every_nth_step >= 0, "analysis.save_models_every_nth_step",
              "an integer >= 0 (0: never)", analysis.save_models_every_nth_step)
     _require(analysis.check_every_nth_step >= 1, "analysis.check_every_nth_step", "an integer >= 1",
@@ -186,15 +158,13 @@ def validate_analysis(analysis):
 
 
 def validate_setup(setup):
-    _require(setup.name in SETUPS, "impl/setup", f"one of {SETUPS}", setup.name)
-    _require(setup.backend in BACKENDS, "impl.setup.backend", f"one of {BACKENDS}", setup.backend)
     _require(setup.timeout_seconds > 0, "impl.setup.timeout_seconds", "an integer > 0", setup.timeout_seconds)
     _require(setup.check_every_nth_step >= 1, "impl.setup.check_every_nth_step", "an integer >= 1",
              setup.check_every_nth_step)
     _require(setup.batch_shards is None or setup.batch_shards >= 1, "impl.setup.batch_shards",
              "empty or an integer >= 1", setup.batch_shards)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    _require(world_size == 1 or setup.name == "distributed", "impl/setup",
+    _require(world_size == 1 or setup.name == Setup.distributed, "impl/setup",
              f"distributed when launched by torchrun (WORLD_SIZE={world_size}); add impl/setup=distributed",
              setup.name)
     _require(world_size == 1 or setup.batch_shards in (None, world_size), "impl.setup.batch_shards",
@@ -203,17 +173,13 @@ def validate_setup(setup):
 
 def validate(cfg: DictConfig):
     """Check the whole config; raise ConfigError on the first problem."""
-    from fullbatch.models.registry import MODELS, RESNETS
-    from fullbatch.models.resnet import DOWNSAMPLE_TYPES
-
     validate_data(cfg.data)
-    _require(not cfg.hyp.train_semi_stochastic or cfg.data.db.name == "LMDB", "hyp.train_semi_stochastic",
+    _require(not cfg.hyp.train_semi_stochastic or cfg.data.db.name == Database.LMDB, "hyp.train_semi_stochastic",
              "false unless data/db=LMDB (it trains on one stored round per step)", cfg.hyp.train_semi_stochastic)
     _require(cfg.model.name in MODELS, "model.name", f"one of {sorted(MODELS)}", cfg.model.name)
     _require(cfg.model.width >= 1, "model.width", "an integer >= 1", cfg.model.width)
     if cfg.model.name in RESNETS:
-        _require(cfg.model.downsample in DOWNSAMPLE_TYPES, "model.downsample", f"one of {DOWNSAMPLE_TYPES}",
-                 cfg.model.downsample)
+        _require(cfg.model.downsample is not None, "model.downsample", "B or C for a ResNet", cfg.model.downsample)
     else:
         _require(cfg.model.downsample is None, "model.downsample",
                  f"empty for {cfg.model.name} (only ResNets have a downsampling shortcut)", cfg.model.downsample)

@@ -5,9 +5,8 @@ import sys
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-import fullbatch.config  # noqa: F401  (registers the schema)
+from fullbatch.paths import compose_config  # noqa: F401  (the tests' one way to compose a config)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(ROOT, "config")
@@ -16,11 +15,6 @@ ENTRY = os.path.join(ROOT, "train_with_gradient_descent.py")
 # a run small enough for a test: 256 synthetic images, blocks of 64 (one uneven: 256 = 3*80 + 16 with 80)
 TINY = ["data=synthetic", "data.size=256", "data.test_size=128", "data.batch_size=64", "model=resnet20",
         "model.width=4", "impl.device=cpu", "impl.threads=1", "hyp.warmup=1"]
-
-
-def compose_config(overrides=()):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
 
 
 def run_entry(overrides, cwd, check=True, extra_env=None):
@@ -44,3 +38,13 @@ def _few_threads():
 def _inside_tmp_path(tmp_path, monkeypatch):
     """Runs write `tables/` and `outputs/` under the working directory: keep it inside the test's folder."""
     monkeypatch.chdir(tmp_path)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` run where CUDA is available and are skipped elsewhere."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -3,9 +3,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 
+@pytest.mark.slow
 def test_quick_benchmark_prints_one_row_per_preset_and_setting(tmp_path):
     out = tmp_path / "rows.json"
     settings = "fp32,bf16-cl-merge4,bf16-cl,bf16-cl-regcompute"

@@ -3,6 +3,7 @@ import glob
 import os
 
 import pytest
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from conftest import CONFIG_DIR, TINY, compose_config, run_entry
@@ -56,18 +57,40 @@ def test_overrides_used_by_train_sh_compose():
 
 
 @pytest.mark.parametrize("override, key", [
-    ("hyp.steps=-3", "hyp.steps"), ("hyp.optim.lr=0", "hyp.optim.lr"), ("hyp.scheduler=cosine", "hyp.scheduler"),
-    ("hyp.grad_clip_norm=1", "hyp.grad_clip_norm"), ("model.name=resnet19", "model.name"),
-    ("data.augmentations_train=[random_crop,cutout]", "data.augmentations_train"),
-    ("hyp.warmup=-1", "hyp.warmup"), ("impl.memory=nhwc", "impl.memory"), ("data.batch_size=0", "data.batch_size"),
-    ("model.downsample=D", "model.downsample"), ("model.downsample=", "model.downsample"),
-    ("hyp.grad_reg.implementation=complex-step", "hyp.grad_reg.implementation"),
+    ("hyp.steps=-3", "hyp.steps"), ("hyp.optim.lr=0", "hyp.optim.lr"), ("hyp.grad_clip_norm=1", "hyp.grad_clip_norm"),
+    ("model.name=resnet19", "model.name"), ("data.augmentations_train=[random_crop,cutout]", "data.augmentations_train"),
+    ("hyp.warmup=-1", "hyp.warmup"), ("data.batch_size=0", "data.batch_size"), ("model.downsample=null", "model.downsample"),
 ])
 def test_bad_values_raise_config_error_naming_the_key(override, key):
     cfg = compose_config([override])
     with pytest.raises(ConfigError) as error:
         validate(cfg)
     assert str(error.value).startswith(key) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("override, allowed", [
+    ("hyp.scheduler=cosine", "cosine-decay, cosine-4000, linear, none"), ("impl.memory=nhwc", "contiguous, channels_last"),
+    ("model.downsample=D", "B, C"), ("hyp.grad_reg.implementation=complex-step", "forward-differences, central-differences"),
+    ("data.name=MNIST", "CIFAR10, CIFAR100, TinyImageNet, synthetic"), ("impl.dtype=float16", "float32, float64"),
+])
+def test_unknown_choices_fail_while_composing_with_the_allowed_values(override, allowed):
+    with pytest.raises(HydraException) as error:
+        compose_config([override])
+    assert override in str(error.value) and allowed in str(error.value.__cause__)
+
+
+def test_each_choice_is_named_once_and_dispatched_for_every_member():
+    from fullbatch.choices import Dataset, MemoryFormat, Optimizer, RegularizerMethod, RegularizerPrecision, Scheduler
+    from fullbatch.data.device_dataset import LOADERS
+    from fullbatch.runtime import MEMORY_FORMATS
+    from fullbatch.training.regularizer import PRECISIONS, GradRegularizer
+    from fullbatch.training.schedules import COSINE_HORIZONS, OPTIMIZERS, lr_factor
+
+    assert set(OPTIMIZERS) == set(Optimizer) and set(LOADERS) == set(Dataset) and set(MEMORY_FORMATS) == set(MemoryFormat)
+    assert GradRegularizer.IMPLEMENTATIONS == set(RegularizerMethod) and set(PRECISIONS) == set(RegularizerPrecision)
+    assert set(COSINE_HORIZONS) < set(Scheduler)
+    factors = {scheduler: lr_factor(20, scheduler, 40, 5) for scheduler in Scheduler}  # each has its own shape
+    assert len(set(factors.values())) == len(Scheduler)
 
 
 def test_bad_value_ends_the_entry_script_with_one_line(tmp_path):
@@ -86,12 +109,29 @@ def test_misspelt_key_or_wrong_type_fails_in_composition_with_one_line(tmp_path,
     assert line.startswith("fullbatch: ") and key in line
 
 
-def test_every_run_in_train_sh_composes_and_validates():
+def test_train_sh_runs_every_row_of_the_paper_with_and_without_augmentation_and_n_x_cifar():
     import shlex
 
     lines = [line.split("#")[0] for line in open(os.path.join(os.path.dirname(CONFIG_DIR), "train.sh"))
              if line.startswith("train ")]
-    assert len(lines) == 20
+    runs = set()
     for line in lines:
-        overrides = shlex.split(line)[1:]
-        validate(compose_config(overrides))
+        cfg = compose_config(shlex.split(line)[1:])
+        validate(cfg)
+        hyp, data = cfg.hyp, cfg.data
+        rounds = data.db.rounds if data.db.name == "LMDB" else 0
+        runs.add((hyp.train_stochastic, hyp.steps, hyp.optim.lr, hyp.grad_clip, hyp.grad_reg.block_strength,
+                  data.batch_size, hyp.shuffle, bool(data.augmentations_train), rounds))
+    rows = {  # Table 1 of the paper: (stochastic, steps, lr, clip, block strength, block, shuffle)
+        "Baseline SGD": (True, 300, 0.1, None, 0.0, 128, True), "Baseline FB": (False, 300, 0.1, None, 0.0, 128, False),
+        "FB train longer": (False, 3000, 0.4, None, 0.0, 128, False),
+        "FB clipped": (False, 3000, 0.4, 0.25, 0.0, 128, False),
+        "FB regularized": (False, 3000, 0.8, 0.25, 0.5, 128, False),
+        "FB strong reg.": (False, 3000, 0.8, 0.25, 0.5, 32, False),
+        "FB in practice": (False, 3000, 0.8, 0.25, 0.5, 32, True),
+    }
+    for name, row in rows.items():
+        assert (*row, True, 0) in runs, f"{name} with augmentation"
+        if name != "FB in practice":
+            assert (*row, False, 0) in runs, f"{name} without augmentation"
+            assert (*row, False, 10) in runs, f"{name} on 10 x CIFAR"

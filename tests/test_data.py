@@ -110,6 +110,7 @@ def test_augment_applies_nothing_for_an_empty_list():
 REAL_CIFAR = os.environ.get("FULLBATCH_CIFAR_ROOT")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not REAL_CIFAR, reason="set FULLBATCH_CIFAR_ROOT to a folder holding cifar-10-batches-py/")
 def test_real_cifar10_small_resnet_learns_in_a_few_full_batch_steps(tmp_path):
     from fullbatch.train import run

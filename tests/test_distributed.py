@@ -12,7 +12,9 @@ import torch
 
 from conftest import ENTRY, ROOT, TINY, run_entry
 from fullbatch.training.distributed import Communicator
-from fullbatch.training.reduction import split_evenly
+from fullbatch.training.full_batch import split_evenly
+
+pytestmark = pytest.mark.slow  # every test here starts torchrun with two processes
 
 # 5 blocks of 64, 64, 64, 64, 32: ranks take 3 and 2. float64, because a width-4 network amplifies float32
 # reordering errors of the gradient sum (1e-7) to 1e-4 within a step or two.

@@ -4,6 +4,7 @@ import glob
 import json
 import os
 
+import pytest
 import torch
 
 from conftest import TINY, run_entry
@@ -57,6 +58,15 @@ def test_stochastic_run_takes_one_epoch_per_step(tmp_path):
     assert len(rows) == 2 and rows[-1]["val_acc"] >= 0 and _summary(run_dir)["status"] == "finished"
     assert all(0 < row["grad_norm"] and row["clipped"] == 0.0 for row in rows)
     assert [row["lr"] for row in rows] == [0.0, 0.1]  # warmup 1: the first epoch at lr 0, then the peak
+    from conftest import compose_config
+    from fullbatch.train import build_trainer
+
+    for batch_size, updates in ((32, 8), (48, 6)):  # 256 examples: 8 full mini-batches; 5 of 48 and one of 16
+        trainer = build_trainer(compose_config([*TINY, "hyp=base_sgd", f"data.batch_size={batch_size}"]))
+        counted = []
+        trainer.optimizer.register_step_post_hook(lambda *args: counted.append(1))
+        trainer.run_step()
+        assert len(counted) == updates
 
 
 def test_sweep_runs_two_jobs_into_one_table(tmp_path):
@@ -87,6 +97,7 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path
     assert _metrics(resumed)[-1]["val_acc"] == _metrics(whole)[-1]["val_acc"]
 
 
+@pytest.mark.slow
 def test_resume_true_finds_the_newest_checkpoint_of_the_run_name(tmp_path):
     common = [*TINY, "name=again", "hyp=fb1", "hyp.steps=2", "impl.checkpoint.save_every_nth_step=1"]
     run_entry(common, tmp_path)

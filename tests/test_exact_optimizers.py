@@ -99,6 +99,23 @@ def test_line_search_and_lbfgs_refuse_the_stochastic_mode():
         validate(compose_config(["hyp=fb1", "hyp/optim=gd_linesearch", "hyp.optim.momentum=0.9"]))
 
 
+@pytest.mark.parametrize("override, key", [
+    ("hyp=fbclip", "hyp.grad_clip"), ("hyp.batch_clip=1.0", "hyp.batch_clip"),
+    ("hyp.grad_reg.block_strength=0.5", "hyp.grad_reg.block_strength"),
+    ("hyp.grad_reg.acc_strength=0.1", "hyp.grad_reg.acc_strength"),
+    ("hyp.norm_bias.strength=0.1", "hyp.norm_bias.strength"), ("hyp/optim_modification=SAM", "hyp/optim_modification"),
+])
+def test_armijo_refuses_what_bends_the_step_away_from_the_objective_it_tests(override, key):
+    """Its decrease test uses loss + weight decay and the slope -||grad F||^2: only right along -grad F."""
+    from fullbatch.validation import ConfigError, validate
+
+    cfg = compose_config(["hyp=fb1", override, "hyp/optim=gd_linesearch"])
+    with pytest.raises(ConfigError) as error:
+        validate(cfg)
+    assert str(error.value).startswith(f"{key}=") and "line_search=armijo" in str(error.value)
+    validate(compose_config(["hyp=fb1", override]))  # the same setting is fine with plain gradient descent
+
+
 @pytest.mark.parametrize("optimizer", [["hyp/optim=gd", "hyp.optim.lr=0.5"],
                                        ["hyp/optim=gd_linesearch", "hyp.optim.lr=4.0"],
                                        ["hyp/optim=lbfgs"]])

@@ -4,7 +4,7 @@ import torch
 
 from fullbatch.data.blocks import block_length, block_plan, example_order
 from fullbatch.models import build_model
-from fullbatch.training.full_batch import StepInputs, full_batch_gradient
+from fullbatch.training.full_batch import BlockRule, StepInputs, full_batch_gradient
 
 COUNT, BLOCK = 200, 64  # blocks of 64, 64, 64 and an uneven last block of 8
 
@@ -75,7 +75,7 @@ def test_loss_and_accuracy_statistics_are_example_means():
 def test_batch_clip_clips_each_block_before_averaging():
     inputs, model = _setup()
     clip = 1e-3
-    grads, _ = full_batch_gradient(inputs, block_plan(COUNT, BLOCK), batch_clip=clip)
+    grads, _ = full_batch_gradient(inputs, block_plan(COUNT, BLOCK), BlockRule(batch_clip=clip))
     expected = None
     for index in torch.split(torch.arange(COUNT), BLOCK):
         model.zero_grad()
@@ -98,7 +98,7 @@ def test_merged_blocks_equal_the_block_loop_including_batchnorm_running_statisti
     plain, plain_stats = full_batch_gradient(inputs, blocks)
     plain_state = {k: v.clone() for k, v in model.state_dict().items()}
     model.load_state_dict(start)
-    merged, merged_stats = full_batch_gradient(inputs, blocks, merge=merge)
+    merged, merged_stats = full_batch_gradient(inputs, blocks, BlockRule(merge=merge))
     for a, b in zip(plain, merged):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
     for key, value in model.state_dict().items():
@@ -113,6 +113,6 @@ def test_merged_blocks_keep_channels_last():
     prepare = inputs.prepare
     inputs.prepare = lambda x: prepare(x).contiguous(memory_format=torch.channels_last)
     plain, _ = full_batch_gradient(inputs, block_plan(COUNT, BLOCK))
-    merged, _ = full_batch_gradient(inputs, block_plan(COUNT, BLOCK), merge=3)
+    merged, _ = full_batch_gradient(inputs, block_plan(COUNT, BLOCK), BlockRule(merge=3))
     for a, b in zip(plain, merged):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)

@@ -26,7 +26,7 @@ from torch.func import functional_call, grad, hessian, jvp
 
 import fullbatch
 from fullbatch.models import build_model
-from fullbatch.models.modules import METHODS, GradRegularizer
+from fullbatch.training.regularizer import METHODS, GradRegularizer
 
 ALL_IMPLEMENTATIONS = ["forward-differences", "finite_diff", "central-differences", "autograd", "autograd-pen"]
 EXACT = ["autograd", "autograd-pen"]
@@ -611,12 +611,13 @@ def test_unknown_precision_is_refused_at_construction():
         GradRegularizer(model, optimizer, LOSS, 0.5, precision="half")
 
 
-def test_readme_usage_snippet_runs_as_written():
-    """The snippet in README.md, executed verbatim on a small BatchNorm model."""
+@pytest.mark.parametrize("document", ["README.md", "docs/regularizer.md"])
+def test_documented_usage_snippet_runs_as_written(document):
+    """The snippet in the README and in the regularizer's documentation, executed verbatim on a small BN model."""
     import re
 
-    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
-    [snippet] = [block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "GradRegularizer" in block]
+    text = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), document)).read()
+    [snippet] = [block for block in re.findall(r"```python\n(.*?)```", text, re.S) if "GradRegularizer" in block]
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
                                 torch.nn.Linear(4 * 6 * 6, 10))

@@ -89,6 +89,7 @@ def _png_ok(path):
         return image.size[0] > 100 and image.size[1] > 100
 
 
+@pytest.mark.slow
 def test_entry_script_compares_two_runs_and_replots_from_saved_data(tmp_path):
     first = _train(tmp_path, "plain")
     second = _train(tmp_path, "reg", "hyp=gradreg", "hyp.optim.lr=0.4")
@@ -108,6 +109,7 @@ def test_entry_script_compares_two_runs_and_replots_from_saved_data(tmp_path):
     assert _png_ok(curves)
 
 
+@pytest.mark.slow
 def test_2d_landscape_and_a_clear_error_for_a_missing_or_incompatible_checkpoint(tmp_path):
     run_dir = _train(tmp_path, "two")
     _crunch(tmp_path, "viz=2d", "viz.resolution=3", "viz.train_examples=64", "viz.val_examples=64",
@@ -137,12 +139,9 @@ def test_curves_cli_marks_clipped_steps(tmp_path):
 
 @pytest.mark.parametrize("option", ["none", "1d", "2d"])
 def test_every_viz_option_composes_and_validates(option):
-    from hydra import compose, initialize_config_dir
-
-    from conftest import CONFIG_DIR
+    from conftest import compose_config
     from fullbatch.visualization.crunch import validate_viz
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="crunch", overrides=[f"viz={option}", "checkpoint=x.pt"])
+    cfg = compose_config([f"viz={option}", "checkpoint=x.pt"], config_name="crunch")
     validate_viz(cfg.viz)
     assert cfg.viz.name == option and cfg.viz.bn_mode == "batch" and cfg.viz.normalization == "filter"

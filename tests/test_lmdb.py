@@ -175,9 +175,19 @@ def test_host_resident_images_give_the_same_gradient(tmp_path):
 
 @pytest.mark.parametrize("preset", [["hyp=gradreg"], ["hyp=base_sgd", "hyp.train_semi_stochastic=True"]])
 def test_presets_train_end_to_end_on_the_database(tmp_path, preset):
-    run_entry([*TINY, "name=nx", "data/db=LMDB", "data.db.rounds=3", f"data.db.path={tmp_path / 'db'}",
-               "data.augmentations_train=", "hyp.steps=2", *preset], tmp_path)
+    overrides = [*TINY, "name=nx", "data/db=LMDB", "data.db.rounds=3", f"data.db.path={tmp_path / 'db'}",
+                 "data.augmentations_train=", "hyp.steps=2", *preset]
+    run_entry(overrides, tmp_path)
     [summary] = [os.path.join(d, f) for d, _, files in os.walk(tmp_path / "outputs") for f in files
                  if f == "summary.json"]
     summary = json.load(open(summary))
     assert summary["status"] == "finished" and summary["config"]["data"]["db"]["rounds"] == 3
+    rows = [json.loads(line) for line in open(os.path.join(summary["output_dir"], "metrics.jsonl"))]
+    assert len(rows) == 2 and all(0 < row["train_loss"] < 10 for row in rows)
+    from fullbatch.train import build_trainer
+
+    trainer = build_trainer(compose_config(overrides))  # reads the database the run built
+    semi = "hyp.train_semi_stochastic=True" in preset
+    assert trainer.dataset.num_train == (256 if semi else 3 * 256)  # one round per step, or all three
+    first, second = trainer.dataset.training_set(0)[0], trainer.dataset.training_set(1)[0]
+    assert torch.equal(first, second) != semi  # semi-stochastic: step 1 trains on the next round

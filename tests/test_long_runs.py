@@ -25,6 +25,7 @@ def _summary(run_dir):
     return json.load(open(os.path.join(run_dir, "summary.json")))
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_the_same_command_continues_to_the_same_weights(tmp_path):
     common = [*TINY, "hyp=fbclip", "hyp.steps=8", "hyp.shuffle=True", "impl.checkpoint.save_every_nth_step=0"]
     run_entry([*common, "name=whole"], tmp_path)

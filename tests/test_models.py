@@ -50,7 +50,7 @@ def test_vgg_densenet_and_linear_have_the_standard_cifar_sizes():
 def test_library_models_keep_per_block_batchnorm_when_blocks_are_merged(name):
     from fullbatch.data.blocks import block_plan
     from fullbatch.models.ghost_batchnorm import BlockBatchNorm2d, supports_block_groups
-    from fullbatch.training.full_batch import StepInputs, full_batch_gradient
+    from fullbatch.training.full_batch import BlockRule, StepInputs, full_batch_gradient
 
     torch.manual_seed(0)
     model = build_model(name, 8, 10).double()
@@ -60,16 +60,20 @@ def test_library_models_keep_per_block_batchnorm_when_blocks_are_merged(name):
     state = {k: v.clone() for k, v in model.state_dict().items()}
     plain, _ = full_batch_gradient(step, block_plan(48, 16))
     model.load_state_dict(state)
-    merged, _ = full_batch_gradient(step, block_plan(48, 16), merge=3)
+    merged, _ = full_batch_gradient(step, block_plan(48, 16), BlockRule(merge=3))
     for a, b in zip(plain, merged):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["vgg11", "densenet121", "linear"])
-def test_new_models_train_a_regularized_full_batch_step(tmp_path, name):
+def test_new_models_train_a_regularized_full_batch_step(name):
     from conftest import TINY, compose_config
-    from fullbatch.train import run
+    from fullbatch.train import build_trainer
 
-    cfg = compose_config([*TINY, f"model={name}", "model.width=8", "hyp=gradreg", "hyp.steps=2", "hyp.optim.lr=0.1"])
-    summary = run(cfg, output_dir=str(tmp_path))
-    assert summary["status"] == "finished" and summary["final_train_loss"] > 0
+    trainer = build_trainer(compose_config([*TINY, f"model={name}", "model.width=8", "hyp=gradreg", "hyp.warmup=0",
+                                            "hyp.steps=2", "hyp.optim.lr=0.1"]))
+    start = [p.detach().clone() for p in trainer.params]
+    rows = [trainer.run_step() for _ in range(2)]
+    assert all(row["full_loss"] > row["train_loss"] > 0 for row in rows)  # the regularizer's penalty is in
+    assert all(0 < row["grad_norm"] <= 0.25 * (1 + 1e-6) for row in rows)  # clipped to hyp.grad_clip
+    assert all(not torch.equal(p, s) for p, s in zip(trainer.params, start))

@@ -3,9 +3,10 @@ import pytest
 import torch
 
 from conftest import TINY, compose_config
-from fullbatch.train import build_trainer, run
+from fullbatch.train import build_trainer
 from fullbatch.training.full_batch import full_batch_gradient
 from fullbatch.training.modifications import sam_gradient, trust_ratios
+from fullbatch.training.steps import exact_gradient
 
 
 def test_sam_evaluates_at_the_configured_radius_along_the_gradient_and_restores_the_weights():
@@ -26,7 +27,7 @@ def test_sam_step_uses_the_full_gradient_at_the_perturbed_point():
                                             "hyp.optim_modification.rho=0.1", "data.augmentations_train="]))
     trainer.model.double()
     trainer.dtype = torch.float64
-    inputs, blocks = trainer._step_inputs(), trainer._blocks()
+    inputs, blocks = trainer.step_inputs(), trainer.blocks()
     state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     plain, _ = full_batch_gradient(inputs, blocks)
     norm = torch.sqrt(sum((g**2).sum() for g in plain))
@@ -35,7 +36,7 @@ def test_sam_step_uses_the_full_gradient_at_the_perturbed_point():
             p.add_(0.1 * g / norm)
     expected, _ = full_batch_gradient(inputs, blocks)
     trainer.model.load_state_dict(state)
-    trainer._full_gradient(inputs, blocks)
+    exact_gradient(trainer, inputs, blocks)
     for p, e in zip(trainer.params, expected):
         torch.testing.assert_close(p.grad, e, rtol=1e-9, atol=1e-12)
     for key, value in trainer.model.state_dict().items():
@@ -55,7 +56,13 @@ def test_lars_and_larc_trust_ratios_follow_the_formula():
 
 
 @pytest.mark.parametrize("modification", ["SAM", "LARS", "LARC"])
-def test_modifications_compose_with_clipping_and_the_regularizer(tmp_path, modification):
-    cfg = compose_config([*TINY, "hyp=gradreg", "hyp.steps=2", f"hyp/optim_modification={modification}"])
-    summary = run(cfg, output_dir=str(tmp_path))
-    assert summary["status"] == "finished"
+def test_modifications_compose_with_clipping_and_the_regularizer(modification):
+    base = [*TINY, "hyp=gradreg", "hyp.warmup=0", "hyp.steps=2"]
+    plain = build_trainer(compose_config(base))
+    modified = build_trainer(compose_config([*base, f"hyp/optim_modification={modification}"]))
+    rows = [(plain.run_step(), modified.run_step()) for _ in range(2)]
+    assert rows[0][0]["train_loss"] == rows[0][1]["train_loss"]  # the same start
+    for _, row in rows:
+        assert row["full_loss"] > row["train_loss"]  # the regularizer's penalty is part of the objective
+        assert row["grad_norm"] <= 0.25 * (1 + 1e-6)  # and the step was clipped to hyp.grad_clip
+    assert any(not torch.equal(a, b) for a, b in zip(plain.params, modified.params))  # the modification acted

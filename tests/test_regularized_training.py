@@ -7,9 +7,9 @@ import torch
 
 from conftest import TINY, compose_config, run_entry
 from fullbatch.data.blocks import block_plan
-from fullbatch.models.modules import GradRegularizer
+from fullbatch.training.regularizer import GradRegularizer
 from fullbatch.train import build_trainer
-from fullbatch.training.full_batch import full_batch_gradient
+from fullbatch.training.full_batch import BlockRule, full_batch_gradient
 
 
 def _float64_trainer(*overrides):
@@ -40,10 +40,9 @@ def _independent(trainer, chunks, implementation="autograd", acc_strength=0.0, p
 @pytest.mark.parametrize("sub_batch", [64, 32])
 def test_regularized_full_batch_gradient_is_the_mean_of_regularized_chunks(sub_batch):
     trainer = _float64_trainer("hyp.grad_reg.implementation=autograd", f"hyp.sub_batch={sub_batch}")
-    inputs = trainer._step_inputs()
+    inputs = trainer.step_inputs()
     state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    grads, stats = full_batch_gradient(inputs, block_plan(256, 64), regularizer=trainer.regularizer,
-                                       sub_batch=trainer.hyp.sub_batch)
+    grads, stats = full_batch_gradient(inputs, block_plan(256, 64), trainer.rule)
     trainer.model.load_state_dict(state)
     expected = _independent(trainer, torch.split(torch.arange(256), sub_batch))
     for g, e in zip(grads, expected):
@@ -53,10 +52,10 @@ def test_regularized_full_batch_gradient_is_the_mean_of_regularized_chunks(sub_b
 
 def test_acc_strength_uses_the_full_gradient_as_pre_grads():
     trainer = _float64_trainer("hyp.grad_reg.implementation=autograd", "hyp.grad_reg.acc_strength=0.3")
-    inputs = trainer._step_inputs()
+    inputs = trainer.step_inputs()
     blocks = block_plan(256, 64)
     full, _ = full_batch_gradient(inputs, blocks)
-    grads, _ = full_batch_gradient(inputs, blocks, regularizer=trainer.regularizer, sub_batch=64, pre_grads=full)
+    grads, _ = full_batch_gradient(inputs, blocks, BlockRule(trainer.regularizer, sub_batch=64), pre_grads=full)
     expected = _independent(trainer, torch.split(torch.arange(256), 64), acc_strength=0.3, pre_grads=full)
     for g, e in zip(grads, expected):
         torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-13)

@@ -1,6 +1,9 @@
 """Tiny ImageNet from its standard folder layout (real JPEG files written here), trained end to end."""
+import json
+
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import compose_config
@@ -53,4 +56,10 @@ def test_full_batch_training_runs_on_64_pixel_images(tmp_path):
                           "data.batch_size=4", "model=resnet20", "model.width=4", "hyp=fbclip", "hyp.steps=2",
                           "hyp.warmup=1", "impl.device=cpu"])
     summary = run(cfg, output_dir=str(tmp_path / "run"))
-    assert summary["status"] == "finished" and summary["final_val_acc"] is not None
+    assert summary["status"] == "finished"
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["lr"] for row in rows] == [0.0, 0.4] and all(0 < row["train_loss"] < 10 for row in rows)
+    model = torch.load(tmp_path / "run" / "model.pt")
+    assert model["fc.weight"].shape == (3, 16)  # 3 classes from the folder's wnids.txt; ResNet-20 width 4 ends at 16
+    validation_images = 3 * 2  # two validation images per class in the folder written above
+    assert round(summary["final_val_acc"] * validation_images, 9) == int(summary["final_val_acc"] * validation_images)

@@ -20,7 +20,7 @@ def test_full_batch_step_applies_the_clipped_exact_gradient_with_sgd():
                        "hyp.optim.weight_decay=0", "data.augmentations_train=")
     before = [p.detach().clone() for p in trainer.params]
     lr = trainer.optimizer.param_groups[0]["lr"]
-    grads, _ = full_batch_gradient(trainer._step_inputs(), block_plan(256, 64))
+    grads, _ = full_batch_gradient(trainer.step_inputs(), block_plan(256, 64))
     buffers = [b.clone() for b in trainer.model.buffers()]
     norm = math.sqrt(sum((g.double() ** 2).sum().item() for g in grads))
     for b, saved in zip(trainer.model.buffers(), buffers):  # undo the reference pass's running statistics
@@ -60,7 +60,7 @@ def test_test_time_flips_average_the_probabilities_of_both_views():
 
 def test_label_smoothing_enters_the_training_loss():
     trainer = _trainer("hyp=fb1", "hyp.label_smoothing=0.2")
-    inputs = trainer._step_inputs()
+    inputs = trainer.step_inputs()
     _, stats = full_batch_gradient(inputs, block_plan(256, 64))
     expected = sum(torch.nn.functional.cross_entropy(trainer.model(inputs.prepare(inputs.images[i:i + 64])),
                                                      inputs.labels[i:i + 64], label_smoothing=0.2, reduction="sum")
@@ -88,8 +88,8 @@ def test_channels_last_gives_the_same_gradient_up_to_reordering():
     for trainer in (plain, nhwc):
         trainer.model.double()
         trainer.dtype = torch.float64
-    a = full_batch_gradient(plain._step_inputs(), block_plan(256, 64))[0]
-    b = full_batch_gradient(nhwc._step_inputs(), block_plan(256, 64))[0]
+    a = full_batch_gradient(plain.step_inputs(), block_plan(256, 64))[0]
+    b = full_batch_gradient(nhwc.step_inputs(), block_plan(256, 64))[0]
     assert nhwc.params[0].is_contiguous(memory_format=torch.channels_last)
     for x, y in zip(a, b):
         torch.testing.assert_close(x, y, rtol=1e-9, atol=1e-12)
@@ -115,7 +115,7 @@ def test_compiled_model_gives_the_eager_gradient():
         trainer.model.double()
         trainer.dtype = torch.float64
     assert compiled.forward_model is not compiled.model
-    a = full_batch_gradient(eager._step_inputs(), block_plan(256, 64))[0]
-    b = full_batch_gradient(compiled._step_inputs(), block_plan(256, 64))[0]
+    a = full_batch_gradient(eager.step_inputs(), block_plan(256, 64))[0]
+    b = full_batch_gradient(compiled.step_inputs(), block_plan(256, 64))[0]
     for x, y in zip(a, b):
         torch.testing.assert_close(x, y, rtol=1e-9, atol=1e-12)

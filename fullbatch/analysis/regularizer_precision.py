@@ -18,7 +18,7 @@ import torch
 
 from fullbatch.data.cifar import load_cifar
 from fullbatch.data.synthetic import make_synthetic
-from fullbatch.models.modules import GradRegularizer
+from fullbatch.training.regularizer import GradRegularizer
 from fullbatch.models.registry import build_model
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)

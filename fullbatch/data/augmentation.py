@@ -4,7 +4,11 @@ The whole training set is augmented at once from a generator seeded by (seed, st
 do not depend on the block order, the block size or the number of processes.
 """
 import torch
+from omegaconf import ListConfig
 
+from fullbatch.errors import ConfigError
+
+AUGMENTATIONS = ("random_crop", "horizontal_flip")
 _STEP_STRIDE = 1_000_003  # a prime larger than any step count, so (seed, step) pairs never share a seed
 
 
@@ -40,3 +44,19 @@ def augment(images, names, padding, generator):
     if "horizontal_flip" in names:
         images = horizontal_flip(images, generator)
     return images
+
+
+def augmentation_names(value):
+    """Normalise `data.augmentations_train` (list, comma string, empty or null) to a tuple of names."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, (list, tuple, ListConfig)):
+        raise ConfigError(f"data.augmentations_train={value!r} is not allowed: expected a list drawn from {AUGMENTATIONS}")
+    names = tuple(str(v).strip() for v in value if str(v).strip())
+    for name in names:
+        if name not in AUGMENTATIONS:
+            raise ConfigError(f"data.augmentations_train={name!r} is not allowed: expected a list drawn from "
+                              f"{AUGMENTATIONS}")
+    return names

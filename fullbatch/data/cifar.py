@@ -8,6 +8,8 @@ import pickle
 
 import numpy as np
 
+from fullbatch.errors import DatasetUnavailable
+
 CIFAR = {
     "CIFAR10": dict(folder="cifar-10-batches-py", train=[f"data_batch_{i}" for i in range(1, 6)], test=["test_batch"],
                     label_key="labels", url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
@@ -16,10 +18,6 @@ CIFAR = {
                      url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
                      md5="eb9058c3a382ffc7106e4002c42a8d85"),
 }
-
-
-class DatasetUnavailable(RuntimeError):
-    """The dataset files are missing, unreadable or malformed; the message says which and what to do."""
 
 
 def _missing_files(root, spec):

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 
 import torch
 
-from fullbatch.data.augmentation import augment, step_generator
-from fullbatch.data.cifar import DatasetUnavailable, load_cifar
+from fullbatch.choices import Database, Dataset
+from fullbatch.data.augmentation import augmentation_names, augment, step_generator
+from fullbatch.data.cifar import load_cifar
 from fullbatch.data.lmdb_database import database_path, ensure_database, read_database, recipe
 from fullbatch.data.synthetic import make_synthetic
 from fullbatch.data.tiny_imagenet import load_tiny_imagenet
-from fullbatch.validation import augmentation_names
+from fullbatch.errors import DatasetUnavailable
 
 
 @dataclass
@@ -56,12 +57,16 @@ class DeviceDataset:
         return images.contiguous(memory_format=memory_format)
 
 
+LOADERS = {  # data.name -> data_cfg -> ((train images, labels), (test images, labels)) as uint8 / int64 arrays
+    Dataset.CIFAR10: lambda cfg: load_cifar("CIFAR10", cfg.path, cfg.download),
+    Dataset.CIFAR100: lambda cfg: load_cifar("CIFAR100", cfg.path, cfg.download),
+    Dataset.TinyImageNet: lambda cfg: load_tiny_imagenet(cfg.path, cfg.download),
+    Dataset.synthetic: lambda cfg: make_synthetic(cfg.size or 1024, cfg.test_size or 512, cfg.classes, cfg.seed),
+}
+
+
 def _load_arrays(data_cfg):
-    if data_cfg.name == "TinyImageNet":
-        return load_tiny_imagenet(data_cfg.path, data_cfg.download)
-    if data_cfg.name == "synthetic":
-        return make_synthetic(data_cfg.size or 1024, data_cfg.test_size or 512, data_cfg.classes, data_cfg.seed)
-    return load_cifar(data_cfg.name, data_cfg.path, data_cfg.download)
+    return LOADERS[data_cfg.name](data_cfg)
 
 
 def _check_arrays(name, images, labels, classes, size=32):
@@ -105,7 +110,7 @@ def load_device_dataset(data_cfg, seed, device, semi_stochastic=False, comm=None
     _check_arrays(f"{data_cfg.name} training set", train_x, train_y, data_cfg.classes, data_cfg.image_size)
     _check_arrays(f"{data_cfg.name} validation set", test_x, test_y, data_cfg.classes, data_cfg.image_size)
     rounds = 1
-    if data_cfg.db.name == "LMDB":
+    if data_cfg.db.name == Database.LMDB:
         train_x, train_y = _n_times_dataset(data_cfg, train_x, train_y, comm)
         rounds = data_cfg.db.rounds
 

@@ -9,21 +9,20 @@ recipe, so a different request builds a new file beside an existing one instead 
 Building is safe: one builder at a time (a lock file; other processes wait, then read), written under a
 temporary name and renamed only when complete, so an interrupted build leaves nothing that looks finished.
 """
-import fcntl
 import glob
 import hashlib
 import json
 import logging
 import os
 import time
-from contextlib import contextmanager
 
 import lmdb
 import numpy as np
 import torch
 
 from fullbatch.data.augmentation import augment, step_generator
-from fullbatch.data.cifar import DatasetUnavailable
+from fullbatch.errors import DatasetUnavailable
+from fullbatch.files import atomic_write, locked_file
 
 log = logging.getLogger("fullbatch")
 HEADER_KEY = b"~header"  # sorts after every entry key
@@ -48,16 +47,6 @@ def round_images(images, augmentations, padding, seed, round_index):
     """Round `round_index` of the fixed augmented set: drawn from a generator seeded by (seed, round)."""
     generator = step_generator(seed, round_index, "cpu", stream=4)
     return augment(torch.as_tensor(images), tuple(augmentations), padding, generator).numpy()
-
-
-@contextmanager
-def _exclusive(lock_path):
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _write(path, images, labels, build_recipe, map_size):
@@ -87,19 +76,14 @@ def _write(path, images, labels, build_recipe, map_size):
 
 def _write_description(path, description):
     """`<file>.json`: the header in readable form plus the file size, checked before the file is mapped."""
-    temporary = f"{path}.json.tmp-{os.getpid()}"
-    with open(temporary, "w") as handle:
-        json.dump(description, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path + ".json")
+    atomic_write(path + ".json", lambda handle: json.dump(description, handle, indent=2), mode="w")
 
 
 def ensure_database(folder, build_recipe, images, labels, map_size=None):
     """Return the path of the database for `build_recipe`, building it first if no finished file exists."""
     path = database_path(folder, build_recipe)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with _exclusive(path + ".build-lock"):
+    with locked_file(path + ".build-lock"):
         if os.path.isfile(path):
             return path
         for stale in glob.glob(glob.escape(path) + ".tmp-*"):  # left by a builder that was killed

@@ -9,7 +9,8 @@ import os
 import numpy as np
 from PIL import Image
 
-from fullbatch.data.cifar import DatasetUnavailable
+from fullbatch.errors import DatasetUnavailable
+from fullbatch.files import atomic_write
 
 FOLDER = "tiny-imagenet-200"
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
@@ -65,7 +66,5 @@ def load_tiny_imagenet(root, download=True):
     except (OSError, KeyError, ValueError) as error:
         raise DatasetUnavailable(f"cannot read {folder} ({error}); it should hold wnids.txt, train/<wnid>/images/ "
                                  "and val/images/ with val/val_annotations.txt") from None
-    temporary = cache + ".tmp.npz"
-    np.savez(temporary, train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y)
-    os.replace(temporary, cache)
+    atomic_write(cache, lambda handle: np.savez(handle, train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y))
     return (train_x, train_y), (val_x, val_y)

@@ -11,10 +11,11 @@ The original builds type C for every depth except ResNet-20, which gets type B; 
 import torch
 from torch import nn
 
+from fullbatch.choices import Downsample
 from fullbatch.models.ghost_batchnorm import BlockBatchNorm2d
 
 
-DOWNSAMPLE_TYPES = ("B", "C")
+DOWNSAMPLE_TYPES = tuple(choice.value for choice in Downsample)
 
 
 def default_downsample(depth):
@@ -111,7 +112,7 @@ def resnet(depth, width, num_classes, image_size=32, downsample=None):
     """Build a ResNet of one of the depths above (any image size: the head pools adaptively).
 
     `downsample` is the shortcut type, B or C; None takes the original's choice for the depth."""
-    downsample = default_downsample(depth) if downsample is None else downsample
+    downsample = default_downsample(depth) if downsample is None else str(downsample)
     if downsample not in DOWNSAMPLE_TYPES:
         raise ValueError(f"downsample={downsample!r} is not known: expected one of {DOWNSAMPLE_TYPES}")
     if depth in IMAGENET_DEPTHS:

@@ -13,25 +13,13 @@ import os
 
 import torch
 
+from fullbatch.files import atomic_write
+
 log = logging.getLogger("fullbatch")
 
 
 class CheckpointUnusable(RuntimeError):
     """A checkpoint file is missing, truncated or damaged."""
-
-
-def _atomic_write(path, write):
-    temporary = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(temporary, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.isfile(temporary):
-            os.remove(temporary)
-        raise
 
 
 def _sha256(path):
@@ -50,10 +38,10 @@ def save_checkpoint(state, folder, step, config_hash, keep):
     path = os.path.join(folder, f"step-{step:07d}.pt")
     try:
         os.makedirs(folder, exist_ok=True)
-        _atomic_write(path, lambda handle: torch.save(state, handle))
+        atomic_write(path, lambda handle: torch.save(state, handle))
         marker = dict(step=step, config_hash=config_hash, file=os.path.basename(path),
                       bytes=os.path.getsize(path), sha256=_sha256(path))
-        _atomic_write(path[:-3] + ".json", lambda handle: handle.write(json.dumps(marker).encode()))
+        atomic_write(path[:-3] + ".json", lambda handle: handle.write(json.dumps(marker).encode()))
     except OSError as error:
         log.error(f"Could not write checkpoint {path} ({error}); earlier checkpoints are kept, training goes on")
         return None

@@ -26,7 +26,9 @@ class Communicator:
         """Join torchrun's process group when launched by it; otherwise a single-process communicator."""
         if not launched_by_torchrun():
             return cls()
-        backend = setup_cfg.backend if setup_cfg.backend != "auto" else ("nccl" if device_type == "cuda" else "gloo")
+        backend = str(setup_cfg.backend)
+        if backend == "auto":
+            backend = "nccl" if device_type == "cuda" else "gloo"
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if device_type == "cuda":
             torch.cuda.set_device(local_rank)

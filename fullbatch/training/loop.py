@@ -2,8 +2,7 @@
 import logging
 import os
 
-import torch
-
+from fullbatch.files import atomic_save
 from fullbatch.training.checkpoint import CheckpointUnusable, checkpoint_candidates, load_checkpoint, save_checkpoint
 
 log = logging.getLogger("fullbatch")
@@ -47,10 +46,10 @@ def _handle_divergence(trainer, cfg, row, outcome, output_dir, identity):
     if ckpt.on_divergence == "restore" and outcome.restores < ckpt.max_restores:
         target_scale = trainer.lr_scale * 0.5  # compounds: the checkpoint may predate earlier halvings
         if _restore_last_good(trainer, output_dir, identity):
-            trainer.scale_learning_rate(target_scale / trainer.lr_scale)
+            trainer.set_lr_scale(target_scale)
             outcome.restores += 1
             log.warning(f"Restored step {trainer.step} and halved the learning rate (restore {outcome.restores} of "
-                        f"{ckpt.max_restores}); peak lr now {trainer.scheduler.base_lrs[0]:.4g}")
+                        f"{ckpt.max_restores}); peak lr now {trainer.peak_lr:.4g}")
             return False
         log.error("No checkpoint of this run to restore (set impl.checkpoint.save_every_nth_step)")
     log.error("Stopping: the run diverged; earlier checkpoints are kept")
@@ -84,7 +83,7 @@ def train_loop(trainer, cfg, output_dir, identity, metrics, stop_request):
         keep_model = cfg.analysis.save_models_every_nth_step
         if keep_model and comm.is_main and trainer.step % keep_model == 0:
             os.makedirs(os.path.join(output_dir, "models"), exist_ok=True)  # for later landscape crunching
-            torch.save(trainer.model.state_dict(), os.path.join(output_dir, "models", f"step-{trainer.step:07d}.pt"))
+            atomic_save(trainer.model.state_dict(), os.path.join(output_dir, "models", f"step-{trainer.step:07d}.pt"))
         saved = (every and trainer.step % every == 0) or trainer.step == trainer.total_steps
         if saved:
             _save(trainer, cfg, checkpoints, identity)

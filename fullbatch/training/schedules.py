@@ -15,10 +15,12 @@ import math
 
 import torch
 
+from fullbatch.choices import Optimizer, Scheduler
+
 log = logging.getLogger("fullbatch")
 
 
-COSINE_HORIZONS = {"cosine-decay": None, "cosine-4000": 4000}  # None: hyp.steps
+COSINE_HORIZONS = {Scheduler("cosine-decay"): None, Scheduler("cosine-4000"): 4000}  # None: hyp.steps
 LINEAR_DIVISORS = (2.667, 1.6, 1.142)  # the 10x drops; floor division of floats, as the original computes them
 
 
@@ -30,28 +32,39 @@ def lr_factor(step, scheduler, steps, warmup):
     if scheduler in COSINE_HORIZONS:
         horizon = COSINE_HORIZONS[scheduler] or steps
         return 0.5 * (1.0 + math.cos(math.pi * after_warmup / horizon))
-    if scheduler == "linear":
+    if scheduler == Scheduler.linear:
         return 0.1 ** sum(steps // divisor <= after_warmup for divisor in LINEAR_DIVISORS)
     return 1.0
 
 
+def _sgd(params, optim):
+    return torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, dampening=optim.dampening,
+                           nesterov=optim.nesterov, weight_decay=optim.weight_decay)
+
+
+def _adamw(params, optim):
+    return torch.optim.AdamW(params, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps,
+                             weight_decay=optim.weight_decay)
+
+
+def _lbfgs(params, optim):
+    line_search = None if optim.line_search is None else str(optim.line_search)  # a plain str in checkpoints
+    return torch.optim.LBFGS(params, lr=optim.lr, max_iter=optim.max_iter, history_size=optim.history_size,
+                             line_search_fn=line_search)
+
+
+OPTIMIZERS = {Optimizer.SGD: _sgd, Optimizer.AdamW: _adamw, Optimizer.LBFGS: _lbfgs}
+
+
 def build_optimizer(params, optim_cfg):
-    if optim_cfg.name == "SGD":
-        return torch.optim.SGD(params, lr=optim_cfg.lr, momentum=optim_cfg.momentum, dampening=optim_cfg.dampening,
-                               nesterov=optim_cfg.nesterov, weight_decay=optim_cfg.weight_decay)
-    if optim_cfg.name == "AdamW":
-        return torch.optim.AdamW(params, lr=optim_cfg.lr, betas=tuple(optim_cfg.betas), eps=optim_cfg.eps,
-                                 weight_decay=optim_cfg.weight_decay)
-    if optim_cfg.name == "LBFGS":
-        return torch.optim.LBFGS(params, lr=optim_cfg.lr, max_iter=optim_cfg.max_iter, history_size=optim_cfg.history_size,
-                                 line_search_fn=optim_cfg.line_search)
-    raise ValueError(f"hyp.optim.name={optim_cfg.name!r} is not known: expected SGD, AdamW or LBFGS")
+    return OPTIMIZERS[optim_cfg.name](params, optim_cfg)
 
 
-def build_scheduler(optimizer, hyp):
-    scheduler = "none" if hyp.scheduler is None else hyp.scheduler
+def build_scheduler(optimizer, hyp, lr_scale=lambda: 1.0):
+    """LambdaLR over `lr_factor`, times `lr_scale()` (a divergence restore halves it; kept in checkpoints)."""
+    scheduler = Scheduler.none if hyp.scheduler is None else hyp.scheduler
     if hyp.warmup >= hyp.steps:
         log.warning(f"hyp.warmup={hyp.warmup} >= hyp.steps={hyp.steps}: the lr rises for the whole run and "
                     f"ends at {lr_factor(hyp.steps - 1, scheduler, hyp.steps, hyp.warmup):.3g} of its peak")
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, scheduler, hyp.steps, hyp.warmup))
+        optimizer, lambda step: lr_scale() * lr_factor(step, scheduler, hyp.steps, hyp.warmup))

@@ -12,7 +12,8 @@ from fullbatch.data import load_device_dataset
 from fullbatch.models import build_model
 from fullbatch.models.registry import RESNETS
 from fullbatch.runtime import configure_backend
-from fullbatch.validation import ConfigError, validate_data
+from fullbatch.errors import ConfigError
+from fullbatch.validation import validate_data
 from fullbatch.visualization.directions import NORMALIZATIONS, random_direction
 from fullbatch.visualization.landscape import evaluate_grid
 from fullbatch.visualization.plots import QUANTITIES, plot_saved

@@ -1,0 +1,60 @@
+"""Writing files so that a crash, a kill or a full disk never leaves a half-written one behind.
+
+Every output of a run goes through `atomic_write`: the content goes to a temporary file named after the target
+and this process, is flushed to disk, and replaces the target in one rename; on failure the temporary file is
+removed and the old target, if any, is untouched. `locked_file` keeps concurrent processes (sweep jobs, ranks)
+apart; `unwritable` finds an unusable output folder at start-up rather than after hours of training.
+"""
+import fcntl
+import os
+from contextlib import contextmanager
+
+
+def atomic_write(path, write, mode="wb"):
+    """Call `write(handle)` on a temporary file, fsync it and rename it to `path`."""
+    temporary = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(temporary, mode) as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.isfile(temporary):
+            os.remove(temporary)
+        raise
+
+
+def atomic_save(obj, path):
+    """torch.save, atomically."""
+    import torch  # here, so that the start-up checks that use this module do not wait for PyTorch
+
+    atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+@contextmanager
+def locked_file(path, mode="a", **open_args):
+    """Open `path` and hold an exclusive lock on it while the block runs; yields the handle."""
+    with open(path, mode, **open_args) as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield handle
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def unwritable(folder):
+    """Why `folder` could not be created and written (probed in its nearest existing parent), or None."""
+    existing = os.path.abspath(folder)
+    while not os.path.isdir(existing):
+        existing = os.path.dirname(existing)
+    probe = os.path.join(existing, f".fullbatch-write-test-{os.getpid()}")
+    try:
+        with open(probe, "w") as handle:
+            handle.write("ok")
+    except OSError as error:
+        return f"{existing} is not writable ({error.strerror})"
+    finally:
+        if os.path.exists(probe):
+            os.remove(probe)
+    return None
