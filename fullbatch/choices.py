@@ -14,6 +14,9 @@ class Choice(str, Enum):
     def __str__(self):
         return str.__str__(self)
 
+    def __repr__(self):
+        return repr(str.__str__(self))
+
     def __format__(self, spec):
         return str.__format__(self, spec)
 

@@ -65,6 +65,8 @@ def build_trainer(cfg, comm=None):
 
 def _check_writable(folder, key):
     """Fail at start-up, not after hours of training, when results could not be written."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ConfigError(f"{key}={folder!r} is not allowed: it is a file, not a folder")
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError:

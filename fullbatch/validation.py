@@ -5,7 +5,6 @@ combinations, so a bad sweep entry fails in seconds instead of after an hour of 
 """
 import math
 import os
-from enum import Enum
 
 from omegaconf import DictConfig
 
@@ -17,8 +16,7 @@ from fullbatch.models.registry import MODELS, RESNETS
 
 def _require(condition, key, allowed, value):
     if not condition:
-        shown = value.value if isinstance(value, Enum) else value
-        raise ConfigError(f"{key}={shown!r} is not allowed: expected {allowed}")
+        raise ConfigError(f"{key}={value!r} is not allowed: expected {allowed}")
 
 
 def _optional_positive(value, key):

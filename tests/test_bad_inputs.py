@@ -64,6 +64,9 @@ BAD_INPUTS = [
     (["data=CIFAR10", "data.path={tmp}/garbage", "data.download=false"], "cannot read"),
     (["data=CIFAR10", "data.path={tmp}/labels", "data.download=false", "data.batch_size=4"], "labels must lie in"),
     (["hydra.run.dir=/proc/fullbatch-run"], "is not writable"),
+    (["tables={tmp}/corrupt.pt"], "tables='{tmp}/corrupt.pt' is not allowed: it is a file, not a folder"),
+    (["hyp/optim=gd", "hyp.optim.line_search=strong_wolfe"],
+     "hyp.optim.line_search='strong_wolfe' is not allowed: expected one of (None, 'armijo') for SGD"),
 ]
 
 
@@ -82,6 +85,7 @@ def test_each_bad_input_ends_with_exit_2_and_one_line(bad_files):
         folder = bad_files / f"case{index}"
         folder.mkdir()
         overrides = [o.replace("{tmp}", str(bad_files)) for o in overrides]
+        expected = expected.replace("{tmp}", str(bad_files))
         result = run_entry([*TINY, "name=bad", *overrides], folder, check=False)
         return overrides, expected, result, folder
 

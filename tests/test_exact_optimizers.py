@@ -123,3 +123,15 @@ def test_each_optimizer_converges_to_the_known_minimizer(optimizer):
     trainer = build_trainer(compose_config([*PROBLEM, *optimizer]))
     objective, minimum = _objective_and_minimum(trainer)
     assert _evaluations_to_reach(trainer, objective, minimum * (1 + 1e-4), max_steps=600) is not None
+
+
+def test_lbfgs_step_at_lr_0_evaluates_once_and_stays_in_place():
+    """Warmup's first step runs at lr 0, where L-BFGS's line search has no interval to search."""
+    trainer = build_trainer(compose_config([*PROBLEM, "hyp/optim=lbfgs", "hyp.warmup=2"]))
+    start = [p.detach().clone() for p in trainer.params]
+    first = trainer.run_step()
+    assert first["lr"] == 0 and first["evaluations"] == 1 and 0 < first["train_loss"] < 10
+    assert all(torch.equal(p, s) for p, s in zip(trainer.params, start))
+    second = trainer.run_step()
+    assert second["lr"] == pytest.approx(0.5) and second["evaluations"] > 1
+    assert not all(torch.equal(p, s) for p, s in zip(trainer.params, start))

@@ -18,10 +18,10 @@ import torch
 
 from fullbatch.data.cifar import load_cifar
 from fullbatch.data.synthetic import make_synthetic
-from fullbatch.training.regularizer import GradRegularizer
 from fullbatch.models.registry import build_model
+from fullbatch.paths import compose_config
+from fullbatch.training.regularizer import GradRegularizer
 
-MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 BLOCK_STRENGTH = 0.5  # the paper's, so v = 0.5 g
 
 
@@ -36,7 +36,8 @@ def load_block(cifar_root, block, seed):
     else:
         (images, labels), _ = make_synthetic(block, 1, 10, seed)
     images, labels = torch.as_tensor(images[:block]), torch.as_tensor(labels[:block])
-    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    cifar10 = compose_config(["data=CIFAR10"]).data  # the training set's normalisation, as training uses it
+    mean, std = torch.tensor(list(cifar10.mean)).view(1, 3, 1, 1), torch.tensor(list(cifar10.std)).view(1, 3, 1, 1)
     return (images.float() / 255 - mean) / std, labels.long()
 
 

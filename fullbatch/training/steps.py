@@ -43,6 +43,8 @@ def exact_gradient(trainer, inputs, blocks, noise=None):
 
 
 class StepKind:
+    steps_the_optimizer = True  # False: the step may move the weights without optimizer.step()
+
     def __init__(self, trainer):
         self.trainer = trainer
 
@@ -65,6 +67,7 @@ class FullBatchStep(StepKind):
 class LineSearchStep(StepKind):
     """Backtrack from the scheduled lr until the full-batch objective decreases enough (Armijo). Validation
     refuses everything that would bend the step away from -grad F, so the slope is -||grad F||^2."""
+    steps_the_optimizer = False
 
     def step(self):
         trainer = self.trainer
@@ -83,9 +86,13 @@ class LineSearchStep(StepKind):
 
 
 class LBFGSStep(StepKind):
+    steps_the_optimizer = False  # not at lr 0
+
     def step(self):
         trainer = self.trainer
         inputs, blocks = trainer.step_inputs(), trainer.blocks()
+        if trainer.lr == 0:  # warmup's first step: the line search cannot start from t = 0, and nothing would move
+            return dict(exact_gradient(trainer, inputs, blocks)[1], evaluations=1)
         rows = []
 
         def closure():

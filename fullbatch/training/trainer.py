@@ -78,8 +78,9 @@ class Trainer:
         lr = self.lr
         row = self.kind.step()
         with warnings.catch_warnings():
-            if self.hyp.optim.line_search == "armijo":
-                # The Armijo step moves the weights itself; PyTorch's "optimizer.step first" check does not apply.
+            if not self.kind.steps_the_optimizer:
+                # Armijo moves the weights itself and L-BFGS skips its lr-0 step: PyTorch's "optimizer.step
+                # first" check does not apply, and no value of the schedule is skipped.
                 warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
             self.scheduler.step()
         if self.ema is not None:

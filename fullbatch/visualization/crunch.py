@@ -67,7 +67,7 @@ def load_model(path, cfg, device):
     except (RuntimeError, AttributeError, TypeError) as error:
         first = str(error).strip().splitlines()[0][:200]
         raise ConfigError(f"checkpoint={path!r} is not allowed: it does not fit {model_cfg['name']} width "
-                          f"{model_cfg['width']} with {classes} classes ({first})") from None
+                          f"{model_cfg['width']} (downsample {downsample}) with {classes} classes ({first})") from None
     return model.to(device), run_cfg.get("name", os.path.basename(path)) if run_cfg else os.path.basename(path)
 
 
