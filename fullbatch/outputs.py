@@ -3,9 +3,12 @@ import csv
 import json
 import math
 import os
+import logging
 import subprocess
 
 from fullbatch.files import atomic_write, locked_file
+
+log = logging.getLogger("fullbatch")
 
 
 def _plain(value):
@@ -20,14 +23,18 @@ def _plain(value):
 
 
 class MetricsLog:
-    """Appends one JSON object per line and flushes, so a crash loses at most the current step."""
+    """Appends one JSON object per line and flushes, so a crash loses at most the current step. A row that
+    cannot be written (full disk) is logged and skipped: it must not end hours of training."""
 
     def __init__(self, path):
         self.handle = open(path, "a")
 
     def write(self, row):
-        self.handle.write(json.dumps(_plain(row)) + "\n")
-        self.handle.flush()
+        try:
+            self.handle.write(json.dumps(_plain(row)) + "\n")
+            self.handle.flush()
+        except OSError as error:
+            log.error(f"Could not write the metrics of step {row.get('step')} ({error}); training goes on")
 
     def close(self):
         self.handle.close()

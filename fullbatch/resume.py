@@ -50,7 +50,11 @@ def restore(trainer, checkpoint_cfg, identity):
     if mode == "true":
         raise ConfigError(f"impl.checkpoint.resume=true is not allowed here: no usable checkpoint of this config "
                           f"under {checkpoint_cfg.search_dir}; use auto or false to start from step 0")
-    log.info(f"No checkpoint of this config under {checkpoint_cfg.search_dir}; starting from step 0")
+    if candidates:
+        log.warning(f"Every checkpoint of this config under {checkpoint_cfg.search_dir} is damaged "
+                    f"({len(candidates)} tried); STARTING AGAIN FROM STEP 0")
+    else:
+        log.info(f"No checkpoint of this config under {checkpoint_cfg.search_dir}; starting from step 0")
     return None
 
 

@@ -50,13 +50,22 @@ def memory_format(impl):
     return MEMORY_FORMATS[impl.memory]
 
 
+# impl keys that change the numbers a run computes; the others (paths, threads, checkpoint cadence,
+# validation interval, evaluation batch size) do not, and a resumed run may change them
+NUMERIC_IMPL_KEYS = ("device", "dtype", "mixed_precision", "memory", "compile", "compile_mode", "merge_blocks",
+                     "deterministic", "benchmark")
+
+
 def config_hash(cfg):
-    """Identity of what a checkpoint depends on: data, model, hyperparameters, seed (not paths or impl)."""
+    """Identity of what a checkpoint depends on: data, model, hyperparameters, seed, and the impl keys that
+    change the numbers (not paths, threads or cadences)."""
     data = OmegaConf.to_container(cfg.data, resolve=True)
     for key in ("path", "download"):
         data.pop(key, None)
     for key in ("path", "map_size", "in_memory"):  # where and how the N x data is kept, not what it is
         data["db"].pop(key, None)
+    impl = {key: cfg.impl[key] for key in NUMERIC_IMPL_KEYS}
+    impl["batch_shards"] = cfg.impl.setup.batch_shards  # SGD: BatchNorm statistics per piece of a mini-batch
     identity = dict(data=data, model=OmegaConf.to_container(cfg.model, resolve=True),
-                    hyp=OmegaConf.to_container(cfg.hyp, resolve=True), seed=cfg.seed, dryrun=cfg.dryrun)
+                    hyp=OmegaConf.to_container(cfg.hyp, resolve=True), seed=cfg.seed, dryrun=cfg.dryrun, impl=impl)
     return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(identity)).encode()).hexdigest()[:16]

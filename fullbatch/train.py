@@ -117,13 +117,23 @@ def _run(cfg, output_dir, choices, comm):
     summary = _summary(cfg, trainer, outcome, started, output_dir, choices, resume_path)
     if comm.is_main:
         if outcome.status not in ("diverged", "preempted"):
-            atomic_save(trainer.model.state_dict(), os.path.join(output_dir, "model.pt"))
-        outputs.write_json(os.path.join(output_dir, "summary.json"), summary)
+            _write("model.pt", atomic_save, trainer.model.state_dict(), os.path.join(output_dir, "model.pt"))
+        _write("summary.json", outputs.write_json, os.path.join(output_dir, "summary.json"), summary)
         if outcome.status != "preempted":
-            outputs.append_table_row(os.path.join(tables, f"{cfg.template}.csv"), _table_row(summary))
+            _write("the table row", outputs.append_table_row, os.path.join(tables, f"{cfg.template}.csv"),
+                   _table_row(summary))
     log.info(f"{outcome.status}: final validation accuracy {summary['final_val_acc']}, "
              f"best {summary['best_val_acc']}")
     return summary
+
+
+def _write(what, write, *args):
+    """An output that cannot be written (full disk) is logged; it must not cost the run its exit code or the
+    other outputs (the checkpoints already hold the trained state)."""
+    try:
+        write(*args)
+    except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
+        log.error(f"Could not write {what} ({error}); the checkpoints keep the trained state")
 
 
 def _device_name(device):

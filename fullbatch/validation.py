@@ -6,7 +6,7 @@ combinations, so a bad sweep entry fails in seconds instead of after an hour of 
 import math
 import os
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from fullbatch.choices import Database, Dataset, Dtype, LineSearch, Modification, Optimizer, Setup
 from fullbatch.data.augmentation import AUGMENTATIONS, augmentation_names
@@ -29,6 +29,7 @@ def validate_hyp(hyp):
     _require(hyp.optim.lr > 0, "hyp.optim.lr", "a number > 0", hyp.optim.lr)
     _require(hyp.optim.weight_decay >= 0, "hyp.optim.weight_decay", "a number >= 0", hyp.optim.weight_decay)
     _require(0 <= hyp.optim.momentum < 1, "hyp.optim.momentum", "a number in [0, 1)", hyp.optim.momentum)
+    validate_optimizer_settings(hyp.optim)
     validate_exact_optimizers(hyp)
     modification = hyp.optim_modification
     _require(modification.rho > 0 and modification.trust > 0, "hyp.optim_modification.rho/trust", "numbers > 0",
@@ -52,6 +53,37 @@ def validate_hyp(hyp):
     _require(hyp.stop_at_full_training_accuracy >= 0, "hyp.stop_at_full_training_accuracy",
              "an integer >= 0 (0: never stop early)", hyp.stop_at_full_training_accuracy)
     validate_grad_reg(hyp)
+
+
+def validate_optimizer_settings(optim):
+    """What torch's optimizers would refuse with a traceback at the first step, refused here in one line."""
+    _require(0 <= optim.dampening < 1, "hyp.optim.dampening", "a number in [0, 1)", optim.dampening)
+    if optim.name == Optimizer.SGD and optim.nesterov:
+        _require(optim.momentum > 0, "hyp.optim.momentum", "a number > 0 with hyp.optim.nesterov=true (Nesterov "
+                 "needs momentum; add hyp.optim.nesterov=false for plain gradient descent)", optim.momentum)
+        _require(optim.dampening == 0, "hyp.optim.dampening", "0 with hyp.optim.nesterov=true", optim.dampening)
+    if optim.name == Optimizer.AdamW:
+        _require(len(optim.betas) == 2 and all(0 <= beta < 1 for beta in optim.betas), "hyp.optim.betas",
+                 "two numbers in [0, 1)", list(optim.betas))
+        _require(optim.eps > 0, "hyp.optim.eps", "a number > 0", optim.eps)
+    _require(optim.max_backtracks >= 0, "hyp.optim.max_backtracks", "an integer >= 0", optim.max_backtracks)
+    _require(0 < optim.armijo_c < 1, "hyp.optim.armijo_c", "a number in (0, 1)", optim.armijo_c)
+
+
+def finite_numbers(cfg):
+    """Every float in the config is finite (NaN and infinity train into a divergence hours later), except the
+    clipping norm's type, where inf means the max-norm."""
+    def walk(node, path):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{path}.{key}" if path else str(key))
+        elif isinstance(node, list):
+            for value in node:
+                walk(value, path)
+        elif isinstance(node, float) and not math.isfinite(node) and path != "hyp.grad_clip_norm":
+            raise ConfigError(f"{path}={node!r} is not allowed: expected a finite number")
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
 
 
 def validate_exact_optimizers(hyp):
@@ -89,6 +121,7 @@ def validate_grad_reg(hyp):
     _require(reg.norm == 2, "hyp.grad_reg.norm", "2 (the only norm implemented)", reg.norm)
     _require(reg.eps > 0, "hyp.grad_reg.eps", "a number > 0", reg.eps)
     _require(reg.block_strength >= 0, "hyp.grad_reg.block_strength", "a number >= 0", reg.block_strength)
+    _require(reg.acc_strength >= 0, "hyp.grad_reg.acc_strength", "a number >= 0", reg.acc_strength)
 
 
 def validate_data(data):
@@ -96,7 +129,8 @@ def validate_data(data):
     _require(data.size is None or data.size >= 1, "data.size", "empty (all) or an integer >= 1", data.size)
     _require(data.test_size is None or data.test_size >= 1, "data.test_size", "empty (all) or an integer >= 1",
              data.test_size)
-    _require(data.crop_padding >= 0, "data.crop_padding", "an integer >= 0", data.crop_padding)
+    _require(0 <= data.crop_padding <= data.image_size, "data.crop_padding",
+             f"an integer in [0, {data.image_size}] (the image size)", data.crop_padding)
     _require(data.image_size == (64 if data.name == Dataset.TinyImageNet else 32), "data.image_size",
              f"{64 if data.name == 'TinyImageNet' else 32} for data.name={data.name}", data.image_size)
     _require(data.classes >= 2, "data.classes", "an integer >= 2", data.classes)
@@ -123,7 +157,7 @@ def validate_database(db, online_augmentations, image_size=32):
 
 def validate_impl(impl):
     device = impl.device
-    _require(device in ("auto", "cpu", "cuda") or device.startswith("cuda:"), "impl.device",
+    _require(device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()), "impl.device",
              "auto, cpu, cuda or cuda:N", device)
     _require(not (impl.mixed_precision and impl.dtype == Dtype.float64), "impl.mixed_precision",
              "false with impl.dtype=float64 (bf16 autocast is for float32 models)", impl.mixed_precision)
@@ -162,6 +196,8 @@ def validate_setup(setup):
     _require(setup.batch_shards is None or setup.batch_shards >= 1, "impl.setup.batch_shards",
              "empty or an integer >= 1", setup.batch_shards)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    _require(world_size == 1 or "RANK" in os.environ, "WORLD_SIZE", "unset, or set together with RANK (as "
+             "torchrun does)", os.environ.get("WORLD_SIZE"))
     _require(world_size == 1 or setup.name == Setup.distributed, "impl/setup",
              f"distributed when launched by torchrun (WORLD_SIZE={world_size}); add impl/setup=distributed",
              setup.name)
@@ -171,11 +207,13 @@ def validate_setup(setup):
 
 def validate(cfg: DictConfig):
     """Check the whole config; raise ConfigError on the first problem."""
+    finite_numbers(cfg)
     validate_data(cfg.data)
     _require(not cfg.hyp.train_semi_stochastic or cfg.data.db.name == Database.LMDB, "hyp.train_semi_stochastic",
              "false unless data/db=LMDB (it trains on one stored round per step)", cfg.hyp.train_semi_stochastic)
     _require(cfg.model.name in MODELS, "model.name", f"one of {sorted(MODELS)}", cfg.model.name)
-    _require(cfg.model.width >= 1, "model.width", "an integer >= 1", cfg.model.width)
+    _require(1 <= cfg.model.width <= 4096, "model.width", "an integer in [1, 4096]", cfg.model.width)
+    _require(0 <= cfg.seed < 2**32, "seed", "an integer in [0, 2**32)", cfg.seed)
     if cfg.model.name in RESNETS:
         _require(cfg.model.downsample is not None, "model.downsample", "B or C for a ResNet", cfg.model.downsample)
     else:
@@ -184,4 +222,8 @@ def validate(cfg: DictConfig):
     validate_hyp(cfg.hyp)
     validate_impl(cfg.impl)
     validate_analysis(cfg.analysis)
-    _require(all(c not in cfg.name for c in "/\\"), "name", "a run name without path separators", cfg.name)
+    # the run name is a folder under outputs/ and the scope of resume=auto: '', '.' or '..' would widen it
+    _require(cfg.name.strip() not in ("", ".", "..") and all(c not in cfg.name for c in "/\\"), "name",
+             "a run name that is not empty, '.' or '..' and has no path separators", cfg.name)
+    for key in ("name", "template"):  # a folder and a file name (<template>.csv)
+        _require(len(cfg[key]) <= 200, key, "at most 200 characters (it names a file)", cfg[key][:40] + "...")

@@ -64,6 +64,10 @@ BAD_INPUTS = [
     (["data=CIFAR10", "data.path={tmp}/garbage", "data.download=false"], "cannot read"),
     (["data=CIFAR10", "data.path={tmp}/labels", "data.download=false", "data.batch_size=4"], "labels must lie in"),
     (["hydra.run.dir=/proc/fullbatch-run"], "is not writable"),
+    (["name="], "name='' is not allowed: expected a run name that is not empty"),
+    (["name=."], "name='.' is not allowed"),
+    (["name=.."], "name='..' is not allowed"),
+    (["name=a/b"], "name='a/b' is not allowed"),
     (["tables={tmp}/corrupt.pt"], "tables='{tmp}/corrupt.pt' is not allowed: it is a file, not a folder"),
     (["hyp/optim=gd", "hyp.optim.line_search=strong_wolfe"],
      "hyp.optim.line_search='strong_wolfe' is not allowed: expected one of (None, 'armijo') for SGD"),
@@ -97,3 +101,36 @@ def test_each_bad_input_ends_with_exit_2_and_one_line(bad_files):
         assert len(lines) == 1 and lines[0].startswith("fullbatch: "), (overrides, result.stderr[-2000:])
         assert expected in lines[0], (overrides, lines[0])
         assert not list(folder.rglob("metrics.jsonl")), overrides  # nothing trained
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["hyp.optim.momentum=0"], "hyp.optim.momentum"), (["hyp.optim.dampening=0.5"], "hyp.optim.dampening"),
+    (["hyp/optim=adam", "hyp.optim.betas=[1.5,0.9]"], "hyp.optim.betas"),
+    (["hyp/optim=adam", "hyp.optim.betas=[0.9]"], "hyp.optim.betas"), (["hyp/optim=adam", "hyp.optim.eps=-1"], "hyp.optim.eps"),
+    (["impl.device=cuda:abc"], "impl.device"), (["name=" + "n" * 300], "name"), (["template=" + "t" * 300], "template"),
+    (["seed=4294967296"], "seed"), (["model.width=1000000"], "model.width"), (["data.crop_padding=100000"], "data.crop_padding"),
+    (["hyp.optim.lr=inf"], "hyp.optim.lr"), (["hyp.optim.weight_decay=inf"], "hyp.optim.weight_decay"),
+    (["hyp.grad_reg.block_strength=inf"], "hyp.grad_reg.block_strength"), (["hyp.norm_bias.bias=nan"], "hyp.norm_bias.bias"),
+    (["data.std=[0.25,nan,0.25]"], "data.std"), (["hyp.grad_reg.acc_strength=-1"], "hyp.grad_reg.acc_strength"),
+    (["hyp.optim.max_backtracks=-1"], "hyp.optim.max_backtracks"),
+])
+def test_values_that_would_crash_or_silently_mislead_fail_validation_naming_the_key(overrides, key):
+    """In-process (fast): the entry script turns the same ConfigError into one line and exit 2, as above."""
+    from conftest import compose_config
+    from fullbatch.errors import ConfigError
+    from fullbatch.validation import validate
+
+    with pytest.raises(ConfigError) as error:
+        validate(compose_config([*TINY, *overrides]))
+    assert str(error.value).startswith(f"{key}=") and "\n" not in str(error.value)
+
+
+def test_world_size_without_rank_fails_naming_the_variable(monkeypatch):
+    from conftest import compose_config
+    from fullbatch.errors import ConfigError
+    from fullbatch.validation import validate
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("RANK", raising=False)
+    with pytest.raises(ConfigError, match="^WORLD_SIZE='2' is not allowed: expected unset, or set together with RANK"):
+        validate(compose_config([*TINY, "impl/setup=distributed"]))

@@ -135,3 +135,23 @@ def test_train_sh_runs_every_row_of_the_paper_with_and_without_augmentation_and_
         if name != "FB in practice":
             assert (*row, False, 0) in runs, f"{name} without augmentation"
             assert (*row, False, 10) in runs, f"{name} on 10 x CIFAR"
+
+
+@pytest.mark.parametrize("override", ["impl.mixed_precision=true", "impl.dtype=float64", "impl.memory=channels_last",
+                                      "impl.merge_blocks=2", "impl.compile=true", "impl.compile_mode=reduce-overhead",
+                                      "impl.deterministic=true", "impl.benchmark=false", "impl.device=cpu",
+                                      "impl.setup.batch_shards=2"])
+def test_resume_identity_holds_every_impl_key_that_changes_the_numbers(override):
+    """A sweep over such a key must not resume another job's checkpoint (bf16 and float64 train differently)."""
+    from fullbatch.runtime import config_hash
+
+    assert config_hash(compose_config([override])) != config_hash(compose_config([]))
+
+
+@pytest.mark.parametrize("override", ["impl.threads=3", "impl.validate_every_nth_step=7", "impl.eval_batch_size=10",
+                                      "impl.checkpoint.save_every_nth_step=5", "impl.checkpoint.keep=4",
+                                      "data.path=/elsewhere", "data.download=false", "impl.setup.timeout_seconds=60"])
+def test_resume_identity_ignores_what_cannot_change_the_numbers(override):
+    from fullbatch.runtime import config_hash
+
+    assert config_hash(compose_config([override])) == config_hash(compose_config([]))

@@ -81,7 +81,7 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
     with caplog.at_level("WARNING", logger="fullbatch"):
         summary = run(cfg, output_dir=str(tmp_path / "second"))
     assert summary["resumed_from"].endswith("step-0000002.pt") and summary["steps"] == 3
-    assert any("truncated or damaged" in record.message for record in caplog.records)
+    assert any("is truncated (1000 bytes, its marker says" in record.message for record in caplog.records)
 
 
 def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, caplog):
@@ -161,3 +161,57 @@ def test_resume_auto_and_true_continue_a_finished_run_without_training(tmp_path,
     assert not (tmp_path / "second" / "metrics.jsonl").read_text()
     first = json.load(open(tmp_path / "first" / "summary.json"))
     assert summary["final_val_acc"] == first["final_val_acc"]  # reported again, from the restored weights
+
+
+def test_a_save_that_torch_fails_with_a_runtime_error_keeps_the_previous_checkpoint(tmp_path, caplog, monkeypatch):
+    """On a full disk torch.save raises RuntimeError ('unexpected pos'), not OSError."""
+    folder = tmp_path / "checkpoints"
+    save_checkpoint(_tiny_state(1), str(folder), 1, "h", keep=2)
+
+    def full_disk(obj, handle):
+        handle.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with caplog.at_level("ERROR", logger="fullbatch"):
+        assert save_checkpoint(_tiny_state(2), str(folder), 2, "h", keep=2) is None
+    assert "Could not write checkpoint" in caplog.text
+    assert sorted(p.name for p in folder.iterdir()) == ["step-0000001.json", "step-0000001.pt"]  # no leftovers
+
+
+def test_a_metrics_row_that_cannot_be_written_is_logged_and_training_goes_on(tmp_path, caplog):
+    from fullbatch.outputs import MetricsLog
+
+    metrics = MetricsLog(str(tmp_path / "metrics.jsonl"))
+    metrics.write(dict(step=1, train_loss=1.0))
+
+    class FullDisk:
+        def write(self, text):
+            raise OSError(28, "No space left on device")
+
+        def close(self):
+            pass
+
+    metrics.handle.close()
+    metrics.handle = FullDisk()
+    with caplog.at_level("ERROR", logger="fullbatch"):
+        metrics.write(dict(step=2, train_loss=0.5))
+    assert "Could not write the metrics of step 2" in caplog.text and "No space left" in caplog.text
+    assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 1
+
+
+def test_a_final_model_that_cannot_be_written_still_leaves_summary_and_table_row(tmp_path, caplog, monkeypatch):
+    import fullbatch.train
+
+    def full_disk(obj, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fullbatch.train, "atomic_save", full_disk)
+    cfg = compose_config([*TINY, "name=full", "hyp=fb1", "hyp.steps=2", f"tables={tmp_path / 'tables'}"])
+    with caplog.at_level("ERROR", logger="fullbatch"):
+        summary = run(cfg, output_dir=str(tmp_path / "run"))
+    assert summary["status"] == "finished" and "Could not write model.pt" in caplog.text
+    assert not (tmp_path / "run" / "model.pt").exists()
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 2
+    assert (tmp_path / "tables" / "synthetic_resnet20.csv").read_text().count("\n") == 2  # header and one row
+    assert list((tmp_path / "run" / "checkpoints").glob("step-0000002.pt"))  # the trained state is kept

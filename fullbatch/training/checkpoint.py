@@ -42,7 +42,7 @@ def save_checkpoint(state, folder, step, config_hash, keep):
         marker = dict(step=step, config_hash=config_hash, file=os.path.basename(path),
                       bytes=os.path.getsize(path), sha256=_sha256(path))
         atomic_write(path[:-3] + ".json", lambda handle: handle.write(json.dumps(marker).encode()))
-    except OSError as error:
+    except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
         log.error(f"Could not write checkpoint {path} ({error}); earlier checkpoints are kept, training goes on")
         return None
     for old in _markers(folder)[:-keep]:
@@ -56,21 +56,35 @@ def _markers(folder):
     return sorted(glob.glob(os.path.join(folder, "step-*.json")))
 
 
+MARKER_FIELDS = dict(step=int, config_hash=str, file=str, bytes=int, sha256=str)
+
+
 def read_marker(checkpoint_path):
+    """The checkpoint's marker as a dict with every field of the right type, or None if it is missing or damaged
+    (a flipped bit in a key, a truncated file, a list instead of an object: all mean "do not trust it")."""
     try:
         with open(checkpoint_path[:-3] + ".json") as handle:
-            return json.load(handle)
+            marker = json.load(handle)
     except (OSError, ValueError):
         return None
+    if not isinstance(marker, dict):
+        return None
+    for key, kind in MARKER_FIELDS.items():
+        if not isinstance(marker.get(key), kind) or isinstance(marker.get(key), bool):
+            return None
+    return marker
 
 
 def checkpoint_candidates(search_dir, config_hash):
-    """Complete checkpoints below `search_dir` written for `config_hash`, newest first."""
+    """Complete checkpoints below `search_dir` written for `config_hash`, newest first; a damaged marker is
+    skipped with a warning."""
     found = []
     for marker_path in glob.glob(os.path.join(search_dir, "**", "checkpoints", "step-*.json"), recursive=True):
         checkpoint = marker_path[:-5] + ".pt"
         marker = read_marker(checkpoint)
-        if marker and marker.get("config_hash") == config_hash:
+        if marker is None:
+            log.warning(f"Skipping checkpoint {checkpoint}: its marker {marker_path} is unreadable or damaged")
+        elif marker["config_hash"] == config_hash:
             found.append((marker["step"], os.path.getmtime(marker_path), checkpoint))
     return [path for _, _, path in sorted(found, reverse=True)]
 
@@ -82,8 +96,10 @@ def load_checkpoint(path, device):
         raise CheckpointUnusable(f"{path} does not exist")
     if marker is not None:
         size = os.path.getsize(path)
-        if size != marker.get("bytes", size) or ("sha256" in marker and _sha256(path) != marker["sha256"]):
-            raise CheckpointUnusable(f"{path} is truncated or damaged ({size} bytes, marker says {marker['bytes']})")
+        if size != marker["bytes"]:
+            raise CheckpointUnusable(f"{path} is truncated ({size} bytes, its marker says {marker['bytes']})")
+        if _sha256(path) != marker["sha256"]:
+            raise CheckpointUnusable(f"{path} is damaged (its SHA-256 checksum differs from its marker's)")
     try:
         return torch.load(path, map_location=device, weights_only=False)
     except Exception as error:  # unpickling errors have many types
