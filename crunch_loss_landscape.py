@@ -23,7 +23,8 @@ def main(cfg):
     from fullbatch.visualization.crunch import crunch
 
     try:
-        crunch(cfg, HydraConfig.get().runtime.output_dir)
+        hydra_cfg = HydraConfig.get()
+        crunch(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task))
     except (ConfigError, DatasetUnavailable) as error:
         if hydra_full_error():
             raise

@@ -3,42 +3,68 @@
     python train_with_gradient_descent.py name=fb_clip hyp=fbclip
     python train_with_gradient_descent.py -m hyp=fb1,fbclip seed=0,1,2
 
-Exit codes: 0 finished, 2 configuration or data error (one line on stderr), 3 diverged, 4 stopped by
-SIGTERM/SIGINT after writing a checkpoint (run the same command again to continue).
+Exit codes: 0 finished, 1 crashed, 2 configuration or data error (one line on stderr), 3 diverged, 4 stopped by
+SIGTERM/SIGINT (run the same command again to continue from the last checkpoint). A sweep (-m) records each
+job's status and goes on past a failed job; at the end it prints one line per failed job and exits with the
+code of the first one.
 """
 import sys
 
-import hydra
+from fullbatch.interruption import Stopped, stop_at_once_on_signals
 
-import fullbatch.config  # noqa: F401  (registers the schema; PyTorch is imported only once the config composes)
-from fullbatch.cli import composition_error, hydra_full_error
-from fullbatch.errors import ConfigError, DatasetUnavailable
+stop_at_once_on_signals()  # before the slow imports: a SIGTERM at any point of start-up ends with exit 4
 
-EXIT_CONFIG_ERROR, EXIT_DIVERGED, EXIT_PREEMPTED = 2, 3, 4
+import hydra  # noqa: E402
+
+import fullbatch.config  # noqa: F401,E402  (registers the schema; PyTorch is imported once the config composes)
+from fullbatch.cli import composition_error, hydra_full_error  # noqa: E402
+from fullbatch.errors import ConfigError, DatasetUnavailable  # noqa: E402
+from fullbatch.sweeps import FailedJobs, job_context  # noqa: E402
+
+EXIT_CRASHED, EXIT_CONFIG_ERROR, EXIT_DIVERGED, EXIT_PREEMPTED = 1, 2, 3, 4
+FAILED = FailedJobs()
 
 
-def fail(message):
+def fail(message, code=EXIT_CONFIG_ERROR):
     print(f"fullbatch: {message}", file=sys.stderr)
-    sys.exit(EXIT_CONFIG_ERROR)
+    sys.exit(code)
 
 
 @hydra.main(config_path="config", config_name="train", version_base="1.3")
 def main(cfg):
     from fullbatch.train import run
 
+    job = job_context()
     try:
         summary = run(cfg)
     except (ConfigError, DatasetUnavailable) as error:
         if hydra_full_error():
             raise
-        fail(error)
-    if summary["status"] == "diverged":
-        sys.exit(EXIT_DIVERGED)
+        if not job.multirun:
+            job.discard_folder()
+            fail(error)
+        return FAILED.record(job, cfg, "config_error", EXIT_CONFIG_ERROR, str(error))
+    except Exception as error:
+        if not job.multirun:
+            raise
+        return FAILED.record(job, cfg, "crashed", EXIT_CRASHED, f"{type(error).__name__}: {error}", error)
     if summary["status"] == "preempted":
-        sys.exit(EXIT_PREEMPTED)
+        FAILED.report()
+        sys.exit(EXIT_PREEMPTED)  # also ends a sweep: the node is going away; the requeue continues it
+    if summary["status"] == "diverged":
+        if not job.multirun:
+            sys.exit(EXIT_DIVERGED)
+        FAILED.record(job, cfg, "diverged", EXIT_DIVERGED, "diverged")
 
 
 if __name__ == "__main__":
-    if not hydra_full_error() and (message := composition_error(sys.argv[1:])):
-        fail(message)
-    main()
+    try:
+        if not hydra_full_error() and (message := composition_error(sys.argv[1:])):
+            fail(message)
+        main()
+    except Stopped as stop:
+        FAILED.report()
+        fail(stop, EXIT_PREEMPTED)
+    if FAILED:
+        FAILED.report()
+        sys.exit(FAILED.exit_code)

@@ -12,7 +12,9 @@ forward pass (shown for presets without the regularizer, whose extra passes are 
 import argparse
 import json
 import resource
+import sys
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 
 import torch
@@ -21,9 +23,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from fullbatch.data.blocks import block_plan
 from fullbatch.models.ghost_batchnorm import block_groups
 from fullbatch.paths import compose_config
+from fullbatch.progress import Progress
 from fullbatch.train import build_trainer
 from fullbatch.training.full_batch import merge_blocks
 
+SPREAD_LIMIT = 0.10
 PRESETS = {  # name: overrides (docs/speed.md lists the original code's seconds per step on one H100 for each)
     "fbclip": ["hyp=fbclip"],
     "gradreg": ["hyp=gradreg"],
@@ -110,6 +114,7 @@ def measure(preset, setting, args):
             trainer.run_step()
         times.append(elapsed["seconds"])
     seconds = sorted(times)[len(times) // 2]
+    spread = (max(times) - min(times)) / seconds  # above 10%: the machine was busy, or too few steps
     with timer(device) as validation:
         trainer.validate()["val_acc"].item()
     compute, blocks = model_compute_seconds(trainer, device)
@@ -124,20 +129,22 @@ def measure(preset, setting, args):
                 not regularized(cfg) else None,
                 overhead_ms_per_block=max(0.0, seconds - compute) / blocks * 1e3 if
                 not regularized(cfg) else None,
-                validation_seconds=validation["seconds"], peak_memory_gb=peak / 2**30)
+                validation_seconds=validation["seconds"], peak_memory_gb=peak / 2**30, spread=spread)
 
 
 def format_table(rows):
     columns = ["preset", "setting", "precision", "memory", "compiled", "merge", "block", "seconds_per_step",
-               "images_per_second", "tflops", "outside_model", "overhead_ms_per_block", "validation_seconds",
-               "peak_memory_gb"]
+               "spread", "images_per_second", "tflops", "outside_model", "overhead_ms_per_block",
+               "validation_seconds", "peak_memory_gb"]
 
-    def cell(value):
+    def cell(column, value):
         if value is None:
             return "-"
+        if column == "spread":
+            return f"{100 * value:.0f}%" + (" !" if value > SPREAD_LIMIT else "")
         return f"{value:.4g}" if isinstance(value, float) else str(value)
 
-    table = [columns] + [[cell(row[c]) for c in columns] for row in rows]
+    table = [columns] + [[cell(c, row.get(c)) for c in columns] for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
     return "\n".join("  ".join(v.rjust(w) for v, w in zip(line, widths)) for line in table)
 
@@ -162,9 +169,9 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    rows = []
+def planned_rows(args):
+    """The (preset, setting) pairs to measure, without those that would repeat another row."""
+    pairs = []
     for preset in args.presets.split(","):
         for setting in args.settings.split(","):
             if args.quick and setting.endswith("compiled"):
@@ -173,12 +180,26 @@ def main(argv=None):
                 continue  # the preset needs per-block gradients: merging would not apply
             if "regcompute" in setting and not regularized(compose_config(PRESETS[preset])):
                 continue  # no regularizer: the setting would repeat bf16-cl
-            rows.append(measure(preset, setting, args))
-            print(format_table(rows[-1:]).splitlines()[-1] if len(rows) > 1 else format_table(rows), flush=True)
+            pairs.append((preset, setting))
+    return pairs
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    warnings.simplefilter("once")  # the same warning from every row's trainer would repeat otherwise
+    pairs = planned_rows(args)
+    rows, progress = [], Progress(len(pairs))
+    for preset, setting in pairs:
+        rows.append(measure(preset, setting, args))
+        print(f"measured {preset} {setting}: {rows[-1]['seconds_per_step']:.4g} s/step | {progress.tick()}",
+              file=sys.stderr, flush=True)
     device = torch.cuda.get_device_name() if args.device != "cpu" and torch.cuda.is_available() else "cpu"
-    print(f"\n{device}, torch {torch.__version__}, {args.images} images, {args.model} width {args.width}, "
+    print(f"{device}, torch {torch.__version__}, {args.images} images, {args.model} width {args.width}, "
           f"median of {args.steps} steps after {args.warmup} warm-up steps\n")
     print(format_table(rows))
+    if any(row["spread"] > SPREAD_LIMIT for row in rows):
+        print(f"\n! the measured steps of this row spread by more than {100 * SPREAD_LIMIT:.0f}% of their median "
+              "(max - min): the machine was busy or the steps were too few (--steps); do not quote it")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(dict(device=device, torch=torch.__version__, rows=rows), handle, indent=2)

@@ -4,7 +4,9 @@ Before a single (non-sweep) run starts, the command-line overrides are composed 
 a misspelt key, a wrong type or an unknown option then ends the run with one line naming it. Sweeps and Hydra's
 own flags (-m, --cfg, --help, ...) go to Hydra unchanged.
 """
+import difflib
 import os
+import re
 
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
@@ -13,8 +15,36 @@ from fullbatch.files import unwritable
 from fullbatch.paths import compose_config
 
 
-def one_line(error):
-    """The gist of a Hydra or OmegaConf error: its first line, the cause's first line, and any options listed."""
+def config_keys(cfg, prefix=""):
+    """Every leaf key of a config, dotted ('hyp.optim.lr')."""
+    from omegaconf import DictConfig
+
+    keys = []
+    for key in cfg.keys():
+        value = cfg._get_node(key)
+        dotted = f"{prefix}{key}"
+        keys += config_keys(value, dotted + ".") if isinstance(value, DictConfig) else [dotted]
+    return keys
+
+
+def close_keys(wrong, config_name="train"):
+    """Keys of the default config that the misspelt `wrong` probably meant: same last part, else similar."""
+    try:
+        known = config_keys(compose_config([], config_name))
+    except (HydraException, OmegaConfBaseException, ValueError):
+        return []
+    last = wrong.split(".")[-1]
+    same_name = [key for key in known if key.split(".")[-1] == last]
+    if same_name:
+        return same_name[:3]
+    ratio = lambda a, b: difflib.SequenceMatcher(None, a, b).ratio()  # noqa: E731
+    scored = [(ratio(last, key.split(".")[-1]), ratio(wrong, key), key) for key in known]
+    return [key for name_score, _, key in sorted(scored, reverse=True) if name_score >= 0.75][:2]
+
+
+def one_line(error, config_name="train"):
+    """The gist of a Hydra or OmegaConf error: its first line, the cause's first line, any options listed, and
+    for an unknown key the keys it probably meant."""
     text = str(error)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     message = lines[0] if lines else type(error).__name__
@@ -25,6 +55,9 @@ def one_line(error):
         options = [line for line in lines[start + 1:] if not line.startswith("Config search path")]
         options = options[: next((i for i, line in enumerate(options) if line.startswith("provider=")), len(options))]
         message += f"; available: {', '.join(o for o in options if not o.startswith('_'))}"
+    unknown = re.search(r"Key '[^']+' not in '\w+'\s+full_key: (\S+)", f"{text}\n{error.__cause__ or ''}")
+    if unknown and (suggestions := close_keys(unknown.group(1), config_name)):
+        message += f"; did you mean {' or '.join(suggestions)}?"
     return message
 
 
@@ -36,7 +69,7 @@ def composition_error(arguments, config_name="train"):
         cfg = compose_config(arguments, config_name, return_hydra_config=True)
         run_dir = cfg.hydra.run.dir
     except (HydraException, OmegaConfBaseException, ValueError) as error:
-        return one_line(error)
+        return one_line(error, config_name)
     problem = unwritable(run_dir)
     return f"hydra.run.dir={run_dir!r} is not allowed: {problem}" if problem else None
 

@@ -219,14 +219,23 @@ class CrunchConfig:
     checkpoint: Optional[str] = None
     checkpoints: List[str] = field(default_factory=list)
     labels: List[str] = field(default_factory=list)
+    allow_other_data: bool = False  # evaluate on data other than the models were trained on
 
 
 def run_stamp():
-    """The run folder's last part: date/time, or torchrun's run id, so that all ranks share one folder."""
+    """The run folder's last part: date/time and a part no other job started in the same second shares.
+
+    Under torchrun every rank must name the same folder: its run id (plus the SLURM job, or the launcher's
+    process, when the run id is torchrun's default "none"). Elsewhere the SLURM job id when present,
+    else this process id, so array jobs or two shells started in the same second never share files."""
+    stamp = time.strftime("%Y-%m-%d/%H-%M-%S")
+    slurm = os.environ.get("SLURM_JOB_ID")  # unique per array task too
     run_id = os.environ.get("TORCHELASTIC_RUN_ID")
     if run_id and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if run_id == "none":
+            run_id = f"none-{f'job{slurm}' if slurm else f'agent{os.getppid()}'}"
         return f"torchrun-{run_id}"
-    return time.strftime("%Y-%m-%d/%H-%M-%S")
+    return f"{stamp}-job{slurm}" if slurm else f"{stamp}-pid{os.getpid()}"
 
 
 def register_configs():

@@ -46,8 +46,10 @@ def locked_file(path, mode="a", **open_args):
 def unwritable(folder):
     """Why `folder` could not be created and written (probed in its nearest existing parent), or None."""
     existing = os.path.abspath(folder)
-    while not os.path.isdir(existing):
+    while not os.path.exists(existing):
         existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{existing} is a file, not a folder"
     probe = os.path.join(existing, f".fullbatch-write-test-{os.getpid()}")
     try:
         with open(probe, "w") as handle:

@@ -1,13 +1,30 @@
-"""SIGTERM and SIGINT (SLURM preemption, Ctrl-C) as a request to stop after the current step.
+"""SIGTERM and SIGINT (SLURM preemption, Ctrl-C): every path ends with exit code 4 and one line, no traceback.
 
-The training loop asks `requested` after each step; under torchrun all ranks agree through one tiny all-reduce,
-so every rank stops after the same step. A second signal interrupts at once.
+- During start-up (imports, data, LMDB build, checkpoint load) a signal stops at once: `Stopped` is raised and
+  the entry script turns it into exit 4 (nothing is lost: no step has run since the last checkpoint).
+- During training `StopRequest` turns the first signal into a request to stop after the current step, with a
+  checkpoint; under torchrun all ranks agree through one tiny all-reduce, so every rank stops after the same
+  step. A second signal stops at once (the previous checkpoint stays the one to continue from).
 """
 import signal
 
-import torch
-
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Stopped(BaseException):
+    """A stop signal that cannot wait for the end of a step. A BaseException, so that no `except Exception`
+    on the way (Hydra's job runner, data loaders) swallows it."""
+
+
+def _stop_now(signum, frame):
+    raise Stopped(f"{signal.Signals(signum).name} during start-up: stopped before any step; run the same command "
+                  "again to continue")
+
+
+def stop_at_once_on_signals():
+    """Install the start-up behaviour; the entry scripts call this before their slow imports."""
+    for sig in SIGNALS:
+        signal.signal(sig, _stop_now)
 
 
 class StopRequest:
@@ -26,14 +43,18 @@ class StopRequest:
         return False
 
     def _handle(self, signum, frame):
+        name = signal.Signals(signum).name
         if self.signal is not None:
-            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopping now")
-        self.signal = signal.Signals(signum).name
+            raise Stopped(f"second signal ({name} after {self.signal}): stopped at once; run the same command "
+                          "again to continue from the last checkpoint")
+        self.signal = name
 
     def requested(self, comm, device):
         """True on every rank if any rank received a signal."""
         if not comm.active:
             return self.signal is not None
+        import torch
+
         flag = torch.tensor([1.0 if self.signal else 0.0], device=device)
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         return bool(flag.item())

@@ -4,6 +4,7 @@ import json
 import math
 import os
 import logging
+import shutil
 import subprocess
 
 from fullbatch.files import atomic_write, locked_file
@@ -40,6 +41,47 @@ class MetricsLog:
         self.handle.close()
 
 
+# overrides that say where things are or how often something is written, not what was trained
+WHERE_KEYS = ("name=", "data.path", "data.db.path", "tables", "impl.checkpoint", "hydra.", "impl.threads",
+              "impl.device", "impl.validate_every_nth_step", "impl.eval_batch_size")
+
+
+def compact_overrides(overrides, keep_seed=False):
+    """The command-line overrides that make a configuration: without the name, paths and cadences, and
+    (unless `keep_seed`) without the seed, so that the seeds of one configuration group together."""
+    dropped = WHERE_KEYS if keep_seed else WHERE_KEYS + ("seed=",)
+    return [item for item in overrides if not item.lstrip("+~").startswith(dropped)]
+
+
+def table_row(summary):
+    """A run's row in the results table: what tells it apart from other runs, and what it measured."""
+    cfg = summary["config"]
+    data, impl = cfg["data"], cfg["impl"]
+    precision = impl["dtype"] + ("+bf16" if impl["mixed_precision"] else "")
+    return dict(run_key=f"{summary['name']}/{summary.get('config_hash', '')}", name=summary["name"],
+                hyp=summary.get("choices", {}).get("hyp", ""),
+                config=" ".join(compact_overrides(summary.get("overrides", []))), seed=cfg["seed"],
+                dryrun=cfg["dryrun"], stochastic=cfg["hyp"]["train_stochastic"], steps=summary["steps"],
+                lr=cfg["hyp"]["optim"]["lr"], batch_size=data["batch_size"], model=cfg["model"]["name"],
+                width=cfg["model"]["width"], data=data["name"], data_size=data["size"], test_size=data["test_size"],
+                augmentations=_joined(data["augmentations_train"]), precision=precision, status=summary["status"],
+                final_val_acc=summary["final_val_acc"], best_val_acc=summary["best_val_acc"],
+                final_train_loss=summary["final_train_loss"], final_train_acc=summary["final_train_acc"],
+                seconds_per_step=summary.get("seconds_per_step"), wall_time=round(summary["wall_time"], 1),
+                output_dir=summary["output_dir"], timestamp=summary.get("finished_at", ""))
+
+
+def _joined(augmentations):
+    if isinstance(augmentations, (list, tuple)):
+        return "+".join(augmentations) or "none"
+    return str(augmentations or "none")
+
+
+def table_path(tables, template, dryrun):
+    """Dry runs go to their own table, so pipeline checks never land beside real results."""
+    return os.path.join(tables, "dryrun", f"{template}.csv") if dryrun else os.path.join(tables, f"{template}.csv")
+
+
 def write_json(path, content):
     atomic_write(path, lambda handle: json.dump(_plain(content), handle, indent=2, default=str), mode="w")
 
@@ -52,13 +94,44 @@ def git_revision(folder):
     return result.stdout.strip() if result.returncode == 0 else "unknown"
 
 
-def append_table_row(path, row):
-    """Append `row` to a CSV, writing the header for a new file; a lock keeps concurrent sweep jobs apart."""
+def record_table_row(path, row, key="run_key"):
+    """Put `row` into a CSV table: it replaces an earlier row with the same `key` (a re-run or a requeue of the
+    same run reports again), else it is appended. The file is rewritten atomically under a lock file, so
+    concurrent sweep jobs never lose or interleave rows, and columns that older rows lack stay empty."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with locked_file(path, "a", newline="") as handle:
-        handle.seek(0, os.SEEK_END)
-        writer = csv.DictWriter(handle, fieldnames=list(row))
-        if handle.tell() == 0:
+    row = {name: _plain(value) for name, value in row.items()}
+    with locked_file(path + ".lock", "a"):
+        rows, columns = read_table(path)
+        rows = [old for old in rows if old.get(key) != str(row[key])] + [row]
+        columns += [name for name in row if name not in columns]
+
+        def write(handle):
+            writer = csv.DictWriter(handle, fieldnames=columns, restval="")
             writer.writeheader()
-        writer.writerow({key: _plain(value) for key, value in row.items()})
-        handle.flush()
+            writer.writerows(rows)
+
+        atomic_write(path, write, mode="w")
+
+
+def read_table(path):
+    """(rows as dicts, column names) of a CSV table; ([], []) if it does not exist yet."""
+    if not os.path.exists(path):
+        return [], []
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        return list(reader), list(reader.fieldnames or [])
+
+
+def discard_unused_run_folder(folder):
+    """Remove a run folder that holds only what Hydra wrote before a start-up error (its .hydra/ and the log),
+    and its parents that became empty, so a bad value leaves nothing that looks like a run."""
+    if not folder or not os.path.isdir(folder):
+        return
+    hydra_only = all(entry == ".hydra" or entry.endswith(".log") for entry in os.listdir(folder))
+    if not hydra_only:
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    parent, stop = os.path.dirname(os.path.abspath(folder)), os.getcwd()
+    while parent.startswith(stop + os.sep) and not os.listdir(parent):
+        os.rmdir(parent)
+        parent = os.path.dirname(parent)

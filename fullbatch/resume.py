@@ -59,6 +59,9 @@ def restore(trainer, checkpoint_cfg, identity):
 
 
 def _load(trainer, state, path, identity):
+    if not isinstance(state, dict) or "model" not in state:
+        raise ConfigError(f"impl.checkpoint.resume={path!r} is not allowed: it holds a {type(state).__name__}, not "
+                          "a checkpoint written by this project (checkpoints/step-N.pt)")
     if state.get("config_hash") != identity:
         raise ConfigError(f"impl.checkpoint.resume={path!r} is not allowed: it was written for a different "
                           f"config (hash {state.get('config_hash')} vs {identity}); resume with the same "

@@ -26,13 +26,13 @@ log = logging.getLogger("fullbatch")
 
 
 def _hydra_context():
-    """(output folder, group choices) of the current Hydra job, or (None, {}) outside Hydra."""
+    """(output folder, group choices, command-line overrides) of the current Hydra job, or (None, {}, [])."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
-        return None, {}
+        return None, {}, []
     hydra_cfg = HydraConfig.get()
-    return hydra_cfg.runtime.output_dir, dict(hydra_cfg.runtime.choices)
+    return hydra_cfg.runtime.output_dir, dict(hydra_cfg.runtime.choices), list(hydra_cfg.overrides.task)
 
 
 def _dryrun_cut(dataset, cfg):
@@ -76,15 +76,16 @@ def _check_writable(folder, key):
         raise ConfigError(f"{key}={folder!r} is not allowed: {problem}")
 
 
-def run(cfg, output_dir=None, choices=None):
+def run(cfg, output_dir=None, choices=None, overrides=None):
     """Train as configured; write metrics.jsonl, summary.json, model.pt and a table row. Return the summary."""
     validate(cfg)
-    hydra_dir, hydra_choices = _hydra_context()
+    hydra_dir, hydra_choices, hydra_overrides = _hydra_context()
     output_dir = output_dir or hydra_dir or os.path.join("outputs", cfg.name)
-    choices = choices if choices is not None else hydra_choices
+    context = dict(choices=choices if choices is not None else hydra_choices,
+                   overrides=overrides if overrides is not None else hydra_overrides)
     comm = Communicator.from_environment(cfg.impl.setup, resolve_device(cfg.impl.device).type)
     try:
-        return _run(cfg, output_dir, choices, comm)
+        return _run(cfg, output_dir, context, comm)
     except Exception:
         if comm.active:  # the failing rank's error goes into the shared run log, not only its stderr
             log.exception(f"rank {comm.rank} of {comm.world_size} failed")
@@ -93,7 +94,7 @@ def run(cfg, output_dir=None, choices=None):
         comm.close()
 
 
-def _run(cfg, output_dir, choices, comm):
+def _run(cfg, output_dir, context, comm):
     if not comm.is_main:
         log.setLevel(logging.WARNING)  # errors of every rank still reach the log
     tables = os.path.abspath(cfg.tables)
@@ -104,27 +105,37 @@ def _run(cfg, output_dir, choices, comm):
     identity = config_hash(cfg)
     trainer = build_trainer(cfg, comm)
     resume_path = restore(trainer, cfg.impl.checkpoint, identity)
+    log.info(f"Run folder: {os.path.abspath(output_dir)}")
     log.info(f"Training {cfg.model.name} on {cfg.data.name} ({trainer.dataset.num_train} examples) on "
              f"{trainer.device} x {comm.world_size} processes, "
              f"{'stochastic' if cfg.hyp.train_stochastic else 'full-batch'} mode, {trainer.total_steps} steps")
     metrics = outputs.MetricsLog(os.path.join(output_dir, "metrics.jsonl")) if comm.is_main else None
-    try:
-        with StopRequest() as stop_request:
+    with StopRequest() as stop_request:  # a signal during the final writes waits for them to finish
+        try:
             outcome = train_loop(trainer, cfg, output_dir, identity, metrics, stop_request)
-    finally:
-        if metrics:
-            metrics.close()
-    summary = _summary(cfg, trainer, outcome, started, output_dir, choices, resume_path)
-    if comm.is_main:
-        if outcome.status not in ("diverged", "preempted"):
-            _write("model.pt", atomic_save, trainer.model.state_dict(), os.path.join(output_dir, "model.pt"))
-        _write("summary.json", outputs.write_json, os.path.join(output_dir, "summary.json"), summary)
-        if outcome.status != "preempted":
-            _write("the table row", outputs.append_table_row, os.path.join(tables, f"{cfg.template}.csv"),
-                   _table_row(summary))
+        finally:
+            if metrics:
+                metrics.close()
+        summary = _summary(cfg, trainer, outcome, started, output_dir, context, resume_path, identity)
+        if comm.is_main:
+            _write_outputs(cfg, trainer, outcome, summary, output_dir, tables)
     log.info(f"{outcome.status}: final validation accuracy {summary['final_val_acc']}, "
              f"best {summary['best_val_acc']}")
     return summary
+
+
+def _write_outputs(cfg, trainer, outcome, summary, output_dir, tables):
+    written = []
+    if outcome.status not in ("diverged", "preempted"):
+        model_path = os.path.join(output_dir, "model.pt")
+        written += _write("model.pt", atomic_save, trainer.model.state_dict(), model_path) * [f"model {model_path}"]
+    summary_path = os.path.join(output_dir, "summary.json")
+    written += _write("summary.json", outputs.write_json, summary_path, summary) * [f"summary {summary_path}"]
+    if outcome.status != "preempted":
+        table = outputs.table_path(tables, cfg.template, cfg.dryrun)
+        written += _write("the table row", outputs.record_table_row, table, outputs.table_row(summary)) * [
+            f"table row {table}"]
+    log.info(f"Wrote metrics {os.path.join(output_dir, 'metrics.jsonl')}" + "".join(f", {item}" for item in written))
 
 
 def _write(what, write, *args):
@@ -134,6 +145,8 @@ def _write(what, write, *args):
         write(*args)
     except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
         log.error(f"Could not write {what} ({error}); the checkpoints keep the trained state")
+        return False
+    return True
 
 
 def _device_name(device):
@@ -142,23 +155,15 @@ def _device_name(device):
     return f"cpu ({platform.processor() or platform.machine()})"
 
 
-def _summary(cfg, trainer, outcome, started, output_dir, choices, resume_path):
+def _summary(cfg, trainer, outcome, started, output_dir, context, resume_path, identity):
     last = outcome.last
     return dict(
-        status=outcome.status, name=cfg.name, steps=trainer.step, final_val_acc=last.get("val_acc"),
+        status=outcome.status, name=cfg.name, config_hash=identity, steps=trainer.step, final_val_acc=last.get("val_acc"),
         final_val_loss=last.get("val_loss"), best_val_acc=trainer.best_val_acc,
         final_train_loss=last.get("train_loss"), final_train_acc=last.get("train_acc"),
         last_finite_step=outcome.last_finite, lr_restores=outcome.restores, wall_time=time.time() - started,
+        seconds_per_step=outcome.seconds_per_step, finished_at=time.strftime("%Y-%m-%d %H:%M:%S"),
         device=_device_name(trainer.device), world_size=trainer.comm.world_size, torch_version=torch.__version__,
         git_revision=outputs.git_revision(os.path.dirname(os.path.abspath(__file__))), resumed_from=resume_path,
-        output_dir=os.path.abspath(output_dir), choices=choices, config=OmegaConf.to_container(cfg, resolve=True))
-
-
-def _table_row(summary):
-    cfg = summary["config"]
-    return dict(name=summary["name"], hyp=summary["choices"].get("hyp", ""), seed=cfg["seed"],
-                stochastic=cfg["hyp"]["train_stochastic"], steps=summary["steps"], lr=cfg["hyp"]["optim"]["lr"],
-                batch_size=cfg["data"]["batch_size"], status=summary["status"], final_val_acc=summary["final_val_acc"],
-                best_val_acc=summary["best_val_acc"], final_train_loss=summary["final_train_loss"],
-                final_train_acc=summary["final_train_acc"], wall_time=round(summary["wall_time"], 1),
-                output_dir=summary["output_dir"], timestamp=time.strftime("%Y-%m-%d %H:%M:%S"))
+        output_dir=os.path.abspath(output_dir), choices=context["choices"], overrides=context["overrides"],
+        config=OmegaConf.to_container(cfg, resolve=True))

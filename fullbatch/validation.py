@@ -138,6 +138,9 @@ def validate_data(data):
              "three channel values, std > 0", (list(data.mean), list(data.std)))
     online = augmentation_names(data.augmentations_train)
     validate_database(data.db, online, data.image_size)
+    for key, folder in (("data.path", data.path), ("data.db.path", data.db.path)):
+        _require(folder is None or not os.path.isfile(os.path.expanduser(str(folder))), key,
+                 "a folder (it names a file)", folder)
 
 
 def validate_database(db, online_augmentations, image_size=32):
@@ -227,3 +230,5 @@ def validate(cfg: DictConfig):
              "a run name that is not empty, '.' or '..' and has no path separators", cfg.name)
     for key in ("name", "template"):  # a folder and a file name (<template>.csv)
         _require(len(cfg[key]) <= 200, key, "at most 200 characters (it names a file)", cfg[key][:40] + "...")
+    table = os.path.join(str(cfg.tables), f"{cfg.template}.csv")
+    _require(not os.path.isdir(table), "template", f"a name whose table {table} is not a folder", cfg.template)

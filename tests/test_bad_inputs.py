@@ -69,6 +69,16 @@ BAD_INPUTS = [
     (["name=.."], "name='..' is not allowed"),
     (["name=a/b"], "name='a/b' is not allowed"),
     (["tables={tmp}/corrupt.pt"], "tables='{tmp}/corrupt.pt' is not allowed: it is a file, not a folder"),
+    (["hyp.lr=0.1"], "Key 'lr' not in 'HypConfig'; did you mean hyp.optim.lr?"),
+    (["stepz=3"], "did you mean hyp.steps?"),
+    (["impl.checkpoint.resume={tmp}/tensor.pt"], "holds a Tensor, not a checkpoint"),
+    (["impl.checkpoint.resume={tmp}/list.pt"], "holds a list, not a checkpoint"),
+    (["tables={tmp}/tables", "template=t"], "template='t' is not allowed: expected a name whose table"),
+    (["hydra.run.dir={tmp}/corrupt.pt/run"], "corrupt.pt is a file, not a folder"),
+    (["data=CIFAR10", "data.path={tmp}/corrupt.pt"], "data.path='{tmp}/corrupt.pt' is not allowed: expected a folder"),
+    (["data/db=LMDB", "data.db.path={tmp}/corrupt.pt"], "data.db.path='{tmp}/corrupt.pt' is not allowed"),
+    (["data/db=LMDB", "data.db.path={tmp}/small_db", "data.db.map_size=50000"],
+     "data.db.map_size=50000 is not allowed: the database of"),
     (["hyp/optim=gd", "hyp.optim.line_search=strong_wolfe"],
      "hyp.optim.line_search='strong_wolfe' is not allowed: expected one of (None, 'armijo') for SGD"),
 ]
@@ -78,6 +88,9 @@ BAD_INPUTS = [
 def bad_files(tmp_path):
     (tmp_path / "corrupt.pt").write_bytes(b"\x00" * 100)
     (tmp_path / "empty").mkdir()
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    torch.save([1, 2], tmp_path / "list.pt")
+    (tmp_path / "tables" / "t.csv").mkdir(parents=True)
     _cifar_with_garbage(tmp_path / "garbage")
     _cifar_with_bad_labels(tmp_path / "labels")
     return tmp_path
@@ -101,6 +114,7 @@ def test_each_bad_input_ends_with_exit_2_and_one_line(bad_files):
         assert len(lines) == 1 and lines[0].startswith("fullbatch: "), (overrides, result.stderr[-2000:])
         assert expected in lines[0], (overrides, lines[0])
         assert not list(folder.rglob("metrics.jsonl")), overrides  # nothing trained
+        assert not list(folder.rglob(".hydra")), overrides  # and no run folder left behind
 
 
 @pytest.mark.parametrize("overrides, key", [

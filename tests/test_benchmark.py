@@ -29,3 +29,7 @@ def test_quick_benchmark_prints_one_row_per_preset_and_setting(tmp_path):
     assert 1.9 < flops[3] / flops[0] < 2.3
     assert 2.8 < flops[4] / flops[2] < 3.3 and 1.9 < flops[5] / flops[2] < 2.3
     assert "seconds_per_step" in result.stdout and "images_per_second" in result.stdout
+    assert result.stdout.count("seconds_per_step") == 1  # the table once, not row by row and again
+    assert all(0 <= row["spread"] for row in rows) and " spread " in result.stdout
+    progress = [line for line in result.stderr.splitlines() if line.startswith("measured ")]
+    assert len(progress) == 6 and progress[-1].split(" | ")[1] == "6/6"

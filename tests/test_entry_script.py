@@ -26,7 +26,7 @@ def _summary(run_dir):
 
 
 def test_full_batch_run_writes_every_output(tmp_path):
-    run_entry([*TINY, "name=fb", "hyp=fbclip", "hyp.steps=3", "impl.validate_every_nth_step=2"], tmp_path)
+    result = run_entry([*TINY, "name=fb", "hyp=fbclip", "hyp.steps=3", "impl.validate_every_nth_step=2"], tmp_path)
     [run_dir] = _run_dirs(tmp_path, "fb")
     rows = _metrics(run_dir)
     assert [row["step"] for row in rows] == [1, 2, 3]
@@ -49,6 +49,25 @@ def test_full_batch_run_writes_every_output(tmp_path):
     with open(tmp_path / "tables" / "synthetic_resnet20.csv") as handle:
         [table_row] = list(csv.DictReader(handle))
     assert table_row["hyp"] == "fbclip" and table_row["name"] == "fb" and table_row["status"] == "finished"
+    assert table_row["config"] == "data=synthetic data.size=256 data.test_size=128 data.batch_size=64 " \
+        "model=resnet20 model.width=4 hyp.warmup=1 hyp=fbclip hyp.steps=3"  # without name, seed, device, threads
+    assert (table_row["width"], table_row["data_size"], table_row["test_size"], table_row["dryrun"]) == \
+        ("4", "256", "128", "False")
+    assert (table_row["augmentations"], table_row["precision"]) == ("random_crop+horizontal_flip", "float32")
+    assert float(table_row["seconds_per_step"]) == pytest.approx(sum(row["seconds"] for row in rows) / 3)
+    log = result.stdout + result.stderr  # progress: the run folder, step k/N with elapsed and ETA, where it wrote
+    assert f"Run folder: {run_dir}" in log
+    assert all(f"step {k}/3 | elapsed " in log for k in (1, 2, 3)) and "| eta 0:00 |" in log
+    assert f"Wrote metrics {run_dir}/metrics.jsonl, model {run_dir}/model.pt, summary {run_dir}/summary.json, " \
+           f"table row {tmp_path}/tables/synthetic_resnet20.csv" in log
+
+
+def test_dry_runs_go_to_their_own_table(tmp_path):
+    run_entry([*TINY, "name=dry", "hyp=fb1", "dryrun=True"], tmp_path)
+    assert not (tmp_path / "tables" / "synthetic_resnet20.csv").exists()
+    with open(tmp_path / "tables" / "dryrun" / "synthetic_resnet20.csv") as handle:
+        [row] = list(csv.DictReader(handle))
+    assert row["dryrun"] == "True" and row["name"] == "dry"
 
 
 def test_stochastic_run_takes_one_epoch_per_step(tmp_path):

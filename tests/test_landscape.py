@@ -98,10 +98,11 @@ def test_entry_script_compares_two_runs_and_replots_from_saved_data(tmp_path):
             f"checkpoints=[{first}/model.pt,{checkpoint}]")
     [out] = glob.glob(str(tmp_path / "outputs" / "landscape" / "**" / "landscape.npz"), recursive=True)
     data = np.load(out)
-    assert data["train_loss"].shape == (2, 5) and list(data["labels"]) == ["plain", "reg"]
+    labels = ["plain", "reg hyp=gradreg hyp.optim.lr=0.4"]  # the name, and what else differs between the runs
+    assert data["train_loss"].shape == (2, 5) and list(data["labels"]) == labels
     assert np.all(data["train_acc"] <= 1) and np.isfinite(data["val_loss"]).all()
     flatness = json.load(open(os.path.join(os.path.dirname(out), "flatness.json")))
-    assert set(flatness) == {"plain", "reg"} and all(np.isfinite(v["loss_increase"]) for v in flatness.values())
+    assert set(flatness) == set(labels) and all(np.isfinite(v["loss_increase"]) for v in flatness.values())
     assert _png_ok(os.path.join(os.path.dirname(out), "landscape.png"))
     replot = plot_saved(out, str(tmp_path / "again.png"))
     assert _png_ok(replot)

@@ -5,11 +5,11 @@ import os
 from conftest import ROOT
 
 LAYERS = [  # bottom first; a module may import from its own layer and the ones before it
-    {"errors", "choices", "config", "paths", "files", "tf32"},
+    {"errors", "choices", "config", "paths", "files", "tf32", "progress"},
     {"data", "models"},
     {"training", "analysis"},
     {"validation", "runtime", "resume", "outputs", "interruption"},
-    {"train", "cli", "benchmark", "visualization"},
+    {"train", "cli", "benchmark", "visualization", "sweeps", "status", "results"},
 ]
 ALIASES = {"fullbatch/__init__.py", "fullbatch/models/modules.py"}  # forward public names to where they live
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import ENTRY, ROOT, TINY, compose_config, run_entry
-from fullbatch.outputs import append_table_row
+from fullbatch.outputs import read_table, record_table_row
 from fullbatch.train import run
 from fullbatch.training.checkpoint import checkpoint_candidates, load_checkpoint, save_checkpoint
 
@@ -119,10 +119,10 @@ def test_divergence_restore_goes_back_and_halves_the_learning_rate(tmp_path):
 
 def test_four_processes_append_to_one_table_at_once(tmp_path):
     table = tmp_path / "tables" / "t.csv"
-    script = ("import sys, time; from fullbatch.outputs import append_table_row\n"
+    script = ("import sys, time; from fullbatch.outputs import record_table_row\n"
               "start = float(sys.argv[2])\n"
               "while time.time() < start: pass\n"
-              "append_table_row(sys.argv[1], {'job': sys.argv[3], 'text': 'x' * 20000})\n")
+              "record_table_row(sys.argv[1], {'run_key': sys.argv[3], 'job': sys.argv[3], 'text': 'x' * 20000})\n")
     start = time.time() + 3.0
     jobs = [subprocess.Popen([sys.executable, "-c", script, str(table), str(start), str(i)], cwd=ROOT,
                              env=dict(os.environ, PYTHONPATH=ROOT)) for i in range(4)]
@@ -144,11 +144,15 @@ def test_deterministic_mode_gives_bit_identical_runs(tmp_path):
     assert all(torch.equal(first[key], second[key]) for key in first)
 
 
-def test_append_table_row_writes_one_header(tmp_path):
+def test_table_rows_replace_their_own_run_and_keep_every_column(tmp_path):
     path = str(tmp_path / "x.csv")
-    append_table_row(path, {"a": 1})
-    append_table_row(path, {"a": 2})
-    assert open(path).read().splitlines() == ["a", "1", "2"]
+    record_table_row(path, {"run_key": "a", "acc": 1})
+    record_table_row(path, {"run_key": "b", "acc": 2})
+    record_table_row(path, {"run_key": "a", "acc": 3, "extra": "new"})  # a re-report of run a
+    rows, columns = read_table(path)
+    assert columns == ["run_key", "acc", "extra"]
+    assert [(row["run_key"], row["acc"], row["extra"]) for row in rows] == [("b", "2", ""), ("a", "3", "new")]
+    assert open(path).read().splitlines()[0] == "run_key,acc,extra"
 
 
 @pytest.mark.parametrize("value", ["auto", "true"])

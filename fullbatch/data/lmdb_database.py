@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from fullbatch.data.augmentation import augment, step_generator
-from fullbatch.errors import DatasetUnavailable
+from fullbatch.errors import ConfigError, DatasetUnavailable
 from fullbatch.files import atomic_write, locked_file
+from fullbatch.progress import Progress
 
 log = logging.getLogger("fullbatch")
 HEADER_KEY = b"~header"  # sorts after every entry key
@@ -51,9 +52,11 @@ def round_images(images, augmentations, padding, seed, round_index):
 
 def _write(path, images, labels, build_recipe, map_size):
     count = len(labels) * build_recipe["rounds"]
-    map_size = map_size or int(count * (RECORD_BYTES + 64) * 1.5) + (64 << 20)
+    needed = int(count * (RECORD_BYTES + 64) * 1.5) + (64 << 20)
+    map_size = map_size or needed
     digest = hashlib.sha256()
     env = lmdb.open(path, subdir=False, map_size=map_size, lock=False, sync=False, metasync=False)
+    progress = Progress(build_recipe["rounds"])
     try:
         label_bytes = np.asarray(labels, dtype="<u2").reshape(-1, 1).view(np.uint8)
         for round_index in range(build_recipe["rounds"]):
@@ -65,10 +68,14 @@ def _write(path, images, labels, build_recipe, map_size):
                     value = record.tobytes()
                     digest.update(value)
                     txn.put(f"{round_index:03d}-{index:07d}".encode(), value)
+            log.info(f"Built round {progress.tick()}")
         header = dict(build_recipe, entries=count, sha256=digest.hexdigest())
         with env.begin(write=True) as txn:
             txn.put(HEADER_KEY, json.dumps(header).encode())
         env.sync(True)
+    except lmdb.MapFullError:
+        raise ConfigError(f"data.db.map_size={map_size} is not allowed: the database of {count} images needs about "
+                          f"{needed} bytes; leave it empty to size it automatically") from None
     finally:
         env.close()
     return header
@@ -82,6 +89,11 @@ def _write_description(path, description):
 def ensure_database(folder, build_recipe, images, labels, map_size=None):
     """Return the path of the database for `build_recipe`, building it first if no finished file exists."""
     path = database_path(folder, build_recipe)
+    if os.path.isdir(path):
+        raise DatasetUnavailable(f"{path} is a folder where the database file belongs; move it away or set "
+                                 "data.db.path to another folder")
+    if os.path.isfile(path):  # finished files only ever appear by rename: no lock needed (read-only folders)
+        return path
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with locked_file(path + ".build-lock"):
         if os.path.isfile(path):
@@ -107,21 +119,28 @@ def _damaged(path, reason):
     return DatasetUnavailable(f"{path} is damaged ({reason}); delete it and run again to rebuild it")
 
 
-def _check_size(path):
-    """A truncated file must be caught before LMDB maps it: reading past its end would crash the process."""
+def _check_size(path, build_recipe):
+    """A truncated file must be caught before LMDB maps it: reading past its end kills the process (SIGBUS).
+    Its description must give the size of the file and the entry count of the recipe, and the file must be
+    large enough to hold that many records."""
     try:
         with open(path + ".json") as handle:
-            expected = json.load(handle)["bytes"]
-    except (OSError, ValueError, KeyError):
+            description = json.load(handle)
+        expected, entries = int(description["bytes"]), int(description["entries"])
+    except (OSError, ValueError, KeyError, TypeError):
         raise _damaged(path, f"its description {path}.json is missing or unreadable") from None
     if not os.path.isfile(path) or os.path.getsize(path) != expected:
         size = os.path.getsize(path) if os.path.isfile(path) else 0
         raise _damaged(path, f"{size} bytes instead of {expected}")
+    wanted = build_recipe["size"] * build_recipe["rounds"]
+    if entries != wanted or expected < wanted * RECORD_BYTES:
+        raise _damaged(path, f"its description says {entries} entries in {expected} bytes; the recipe needs "
+                             f"{wanted} entries of {RECORD_BYTES} bytes")
 
 
 def read_database(path, build_recipe):
     """All entries as (images N*rounds x 3 x 32 x 32 uint8, labels), after checking size, count and checksum."""
-    _check_size(path)
+    _check_size(path, build_recipe)
     try:
         env = lmdb.open(path, subdir=False, readonly=True, lock=False, readahead=False)
     except lmdb.Error as error:
@@ -131,9 +150,14 @@ def read_database(path, build_recipe):
             raw_header = txn.get(HEADER_KEY)
             if raw_header is None:
                 raise _damaged(path, "no header record")
-            header = json.loads(raw_header)
-            if {k: header.get(k) for k in build_recipe} != build_recipe:
+            try:
+                header = json.loads(raw_header)
+            except ValueError:
+                raise _damaged(path, "its header record is not valid JSON") from None
+            if not isinstance(header, dict) or {k: header.get(k) for k in build_recipe} != build_recipe:
                 raise _damaged(path, "its header does not match the requested recipe")
+            if header.get("entries") != build_recipe["size"] * build_recipe["rounds"]:
+                raise _damaged(path, f"its header says {header.get('entries')!r} entries")
             records = np.empty((header["entries"], RECORD_BYTES), dtype=np.uint8)
             digest, count = hashlib.sha256(), 0
             for key, value in txn.cursor():
@@ -148,8 +172,8 @@ def read_database(path, build_recipe):
         raise _damaged(path, error) from None
     finally:
         env.close()
-    if count != header["entries"] or digest.hexdigest() != header["sha256"]:
+    if count != header["entries"] or digest.hexdigest() != header.get("sha256"):
         raise _damaged(path, f"{count} of {header['entries']} entries, checksum "
-                             f"{'matches' if digest.hexdigest() == header['sha256'] else 'differs'}")
+                             f"{'matches' if digest.hexdigest() == header.get('sha256') else 'differs'}")
     labels = records[:, :2].copy().view("<u2").reshape(-1).astype(np.int64)
     return records[:, 2:].reshape(-1, 3, 32, 32), labels

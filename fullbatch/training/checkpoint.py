@@ -3,13 +3,15 @@
 Each checkpoint is `step-N.pt`, written under a temporary name, flushed to disk and renamed; then a small
 marker `step-N.json` (step, config hash, size and SHA-256 of the file) is written the same way. Only
 checkpoints with a marker count, so a run killed mid-save leaves nothing that looks finished, and a file that
-was truncated or damaged later is recognised before it is loaded. The newest `keep` checkpoints are kept.
+was truncated or damaged later is recognised before it is loaded. The newest `keep` checkpoints of a run (its
+name and config, across the folders of its requeues) are kept.
 """
 import glob
 import hashlib
 import json
 import logging
 import os
+import time
 
 import torch
 
@@ -30,8 +32,13 @@ def _sha256(path):
     return digest.hexdigest()
 
 
-def save_checkpoint(state, folder, step, config_hash, keep):
-    """Write `state` as the checkpoint of `step` in `folder`; drop all but the newest `keep`.
+STALE_SECONDS = 3600  # a temporary or marker-less file untouched this long was left by a killed writer
+
+
+def save_checkpoint(state, folder, step, config_hash, keep, search_dir=None):
+    """Write `state` as the checkpoint of `step` in `folder`; keep only the newest `keep` of this config in
+    `folder` and under `search_dir` (the earlier run folders a requeued run resumed from), and remove what
+    killed writers left behind there.
 
     Returns the path, or None when the save failed (full disk, unwritable folder): the error is logged, the
     earlier checkpoints stay untouched and training goes on."""
@@ -45,11 +52,36 @@ def save_checkpoint(state, folder, step, config_hash, keep):
     except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
         log.error(f"Could not write checkpoint {path} ({error}); earlier checkpoints are kept, training goes on")
         return None
-    for old in _markers(folder)[:-keep]:
-        for stale in (old, old[:-5] + ".pt"):
-            if os.path.exists(stale):
-                os.remove(stale)
+    folders = [os.path.dirname(folder)] + ([search_dir] if search_dir else [])
+    for _, old in find_checkpoints(folders, config_hash, warn=False)[keep:]:
+        _remove(old, old[:-3] + ".json")
+    remove_stale_files(folders)
     return path
+
+
+def _remove(*paths):
+    for stale in paths:
+        try:
+            os.remove(stale)
+        except OSError:  # already gone (a concurrent run pruned it) or not ours to remove
+            pass
+
+
+def remove_stale_files(folders, now=None):
+    """Delete `*.tmp-*` files and checkpoints without a marker that no writer has touched for an hour."""
+    now = time.time() if now is None else now
+    for folder in folders:
+        pattern = os.path.join(glob.escape(folder), "**", "checkpoints", "")
+        for checkpoints in glob.glob(pattern, recursive=True):
+            for path in glob.glob(os.path.join(checkpoints, "*.tmp-*")) + glob.glob(os.path.join(checkpoints, "*.pt")):
+                orphan = ".tmp-" in path or not os.path.exists(path[:-3] + ".json")
+                try:
+                    old = now - os.path.getmtime(path) > STALE_SECONDS
+                except OSError:
+                    continue
+                if orphan and old:
+                    log.info(f"Removing {path}, left by an interrupted checkpoint write")
+                    _remove(path)
 
 
 def _markers(folder):
@@ -75,18 +107,29 @@ def read_marker(checkpoint_path):
     return marker
 
 
+def find_checkpoints(folders, config_hash, warn=True):
+    """(step, path) of the complete checkpoints below `folders` written for `config_hash`, newest first; a
+    damaged marker is skipped (with a warning if `warn`)."""
+    found = {}
+    for folder in folders:
+        pattern = os.path.join(glob.escape(folder), "**", "checkpoints", "step-*.json")
+        for marker_path in glob.glob(pattern, recursive=True):
+            checkpoint = os.path.abspath(marker_path[:-5] + ".pt")
+            marker = read_marker(checkpoint)
+            if marker is None:
+                if warn:
+                    log.warning(f"Skipping checkpoint {checkpoint}: its marker {marker_path} is unreadable or damaged")
+            elif marker["config_hash"] == config_hash:
+                try:
+                    found[checkpoint] = (marker["step"], os.path.getmtime(marker_path))
+                except OSError:  # removed meanwhile by a concurrent run of the same config
+                    continue
+    return [(step, path) for path, (step, _) in sorted(found.items(), key=lambda item: item[1], reverse=True)]
+
+
 def checkpoint_candidates(search_dir, config_hash):
-    """Complete checkpoints below `search_dir` written for `config_hash`, newest first; a damaged marker is
-    skipped with a warning."""
-    found = []
-    for marker_path in glob.glob(os.path.join(search_dir, "**", "checkpoints", "step-*.json"), recursive=True):
-        checkpoint = marker_path[:-5] + ".pt"
-        marker = read_marker(checkpoint)
-        if marker is None:
-            log.warning(f"Skipping checkpoint {checkpoint}: its marker {marker_path} is unreadable or damaged")
-        elif marker["config_hash"] == config_hash:
-            found.append((marker["step"], os.path.getmtime(marker_path), checkpoint))
-    return [path for _, _, path in sorted(found, reverse=True)]
+    """Paths of the complete checkpoints below `search_dir` written for `config_hash`, newest first."""
+    return [path for _, path in find_checkpoints([search_dir], config_hash)]
 
 
 def load_checkpoint(path, device):

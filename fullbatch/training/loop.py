@@ -3,7 +3,8 @@ import logging
 import os
 
 from fullbatch.files import atomic_save
-from fullbatch.training.checkpoint import CheckpointUnusable, checkpoint_candidates, load_checkpoint, save_checkpoint
+from fullbatch.progress import Progress
+from fullbatch.training.checkpoint import CheckpointUnusable, find_checkpoints, load_checkpoint, save_checkpoint
 
 log = logging.getLogger("fullbatch")
 
@@ -13,28 +14,39 @@ class Outcome:
 
     def __init__(self):
         self.status, self.last, self.last_finite, self.restores = "finished", {}, None, 0
+        self.restore_below = None  # a restore after another, with no checkpoint saved between, goes further back
+        self.step_seconds, self.steps_trained = 0.0, 0
+
+    @property
+    def seconds_per_step(self):
+        return self.step_seconds / self.steps_trained if self.steps_trained else None
 
 
 def _format(row):
     return " | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
 
 
-def _save(trainer, cfg, folder, identity):
+def _save(trainer, cfg, folder, identity, outcome):
     if trainer.comm.is_main:
         save_checkpoint(dict(trainer.state_dict(), config_hash=identity), folder, trainer.step, identity,
-                        cfg.impl.checkpoint.keep)
+                        cfg.impl.checkpoint.keep, cfg.impl.checkpoint.search_dir)
+    outcome.restore_below = None
 
 
-def _restore_last_good(trainer, folder, identity):
-    """Load this run's newest usable checkpoint; True if one was found."""
-    for path in checkpoint_candidates(folder, identity):
+def _restore_last_good(trainer, folders, identity, below):
+    """Load the newest usable checkpoint of this config before step `below` from this run's folder or the
+    folders it was resumed from; return its step, or None if there is none."""
+    for step, path in find_checkpoints(folders, identity):
+        if step >= below:
+            continue
         try:
             trainer.load_state_dict(load_checkpoint(path, trainer.device))
         except CheckpointUnusable as error:
             log.warning(f"Skipping checkpoint: {error}")
             continue
-        return True
-    return False
+        log.info(f"Restoring {path}")
+        return step
+    return None
 
 
 def _handle_divergence(trainer, cfg, row, outcome, output_dir, identity):
@@ -45,13 +57,23 @@ def _handle_divergence(trainer, cfg, row, outcome, output_dir, identity):
     ckpt = cfg.impl.checkpoint
     if ckpt.on_divergence == "restore" and outcome.restores < ckpt.max_restores:
         target_scale = trainer.lr_scale * 0.5  # compounds: the checkpoint may predate earlier halvings
-        if _restore_last_good(trainer, output_dir, identity):
+        # A checkpoint that was just restored and diverged again may hold blown-up (finite) weights: go further
+        # back each time, until a checkpoint is saved again; the oldest one is reused (at a lower lr) when there
+        # is none further back.
+        folders = [output_dir, ckpt.search_dir]
+        below = outcome.restore_below if outcome.restore_below is not None else row["step"]
+        restored = _restore_last_good(trainer, folders, identity, below)
+        if restored is None and outcome.restore_below is not None:
+            restored = _restore_last_good(trainer, folders, identity, outcome.restore_below + 1)
+        if restored is not None:
             trainer.set_lr_scale(target_scale)
-            outcome.restores += 1
+            outcome.restores, outcome.restore_below = outcome.restores + 1, restored
             log.warning(f"Restored step {trainer.step} and halved the learning rate (restore {outcome.restores} of "
-                        f"{ckpt.max_restores}); peak lr now {trainer.peak_lr:.4g}")
+                        f"{ckpt.max_restores}); peak lr now {trainer.peak_lr:.4g}, lr of the next step "
+                        f"{trainer.lr:.4g}")
             return False
-        log.error("No checkpoint of this run to restore (set impl.checkpoint.save_every_nth_step)")
+        log.error(f"No checkpoint of this run before step {below} to restore (set "
+                  "impl.checkpoint.save_every_nth_step)")
     log.error("Stopping: the run diverged; earlier checkpoints are kept")
     return True
 
@@ -64,8 +86,11 @@ def train_loop(trainer, cfg, output_dir, identity, metrics, stop_request):
     if trainer.step >= trainer.total_steps:  # resumed from the final checkpoint: report, do not train
         log.info(f"Nothing to train: the checkpoint is at step {trainer.step} of {trainer.total_steps}")
         outcome.last = dict(step=trainer.step, **{k: v.item() for k, v in trainer.validate().items()})
+    progress = Progress(trainer.total_steps, trainer.step)
     while trainer.step < trainer.total_steps:
         row = outcome.last = trainer.run_step()
+        outcome.step_seconds, outcome.steps_trained = outcome.step_seconds + row["seconds"], outcome.steps_trained + 1
+        position = progress.tick()
         if comm.is_main:
             metrics.write(row)
         if trainer.step % cfg.impl.setup.check_every_nth_step == 0 or trainer.step == trainer.total_steps:
@@ -79,21 +104,21 @@ def train_loop(trainer, cfg, output_dir, identity, metrics, stop_request):
         if "val_acc" in row:
             best = trainer.best_val_acc
             trainer.best_val_acc = row["val_acc"] if best is None else max(best, row["val_acc"])
-        log.info(_format(row))
+        log.info(f"step {position} | {_format({k: v for k, v in row.items() if k != 'step'})}")
         keep_model = cfg.analysis.save_models_every_nth_step
         if keep_model and comm.is_main and trainer.step % keep_model == 0:
             os.makedirs(os.path.join(output_dir, "models"), exist_ok=True)  # for later landscape crunching
             atomic_save(trainer.model.state_dict(), os.path.join(output_dir, "models", f"step-{trainer.step:07d}.pt"))
         saved = (every and trainer.step % every == 0) or trainer.step == trainer.total_steps
         if saved:
-            _save(trainer, cfg, checkpoints, identity)
+            _save(trainer, cfg, checkpoints, identity, outcome)
         if trainer.should_stop_early(row):
             log.info(f"Stopping: {trainer.full_accuracy_streak} steps at 100% training accuracy")
             outcome.status = "stopped_at_full_training_accuracy"
             return outcome
         if stop_request.requested(comm, trainer.device):
             if not saved:
-                _save(trainer, cfg, checkpoints, identity)
+                _save(trainer, cfg, checkpoints, identity, outcome)
             log.warning(f"{stop_request.signal or 'a signal on another rank'}: stopped after step {trainer.step} "
                         "with a checkpoint; run the same command again to continue")
             outcome.status = "preempted"

@@ -1,5 +1,4 @@
 """crunch(cfg): loss landscapes of saved models, written as data (landscape.npz, flatness.json) and figures."""
-import json
 import logging
 import os
 
@@ -16,7 +15,12 @@ from fullbatch.errors import ConfigError
 from fullbatch.validation import validate_data
 from fullbatch.visualization.directions import NORMALIZATIONS, random_direction
 from fullbatch.visualization.landscape import evaluate_grid
+from fullbatch.config import DataConfig
+from fullbatch.outputs import write_json
+from fullbatch.progress import Progress
+from fullbatch.visualization.flatness import flatness
 from fullbatch.visualization.plots import QUANTITIES, plot_saved
+from fullbatch.visualization.runs import distinguishing_labels
 
 log = logging.getLogger("fullbatch")
 
@@ -71,10 +75,55 @@ def load_model(path, cfg, device):
     return model.to(device), run_cfg.get("name", os.path.basename(path)) if run_cfg else os.path.basename(path)
 
 
-def _unique(labels):
-    """Legend names must tell models apart: repeated names get a number."""
-    return [label if labels.count(label) == 1 else f"{label} #{labels[:i].count(label) + 1}"
-            for i, label in enumerate(labels)]
+def _run_dir(path):
+    """The run folder of a model.pt or checkpoints/step-N.pt (the folder holding .hydra/), or None."""
+    folder = os.path.dirname(os.path.abspath(path))
+    for run_dir in (folder, os.path.dirname(folder)):
+        if os.path.isdir(os.path.join(run_dir, ".hydra")):
+            return run_dir
+    return None
+
+
+def _labels(paths, given):
+    """Legend names: as given, else what differs between the runs ('hyp=fbclip seed=1'), counted like the job
+    folders when runs repeat; a checkpoint without a run folder is named by its file."""
+    if given:
+        return list(given)
+    run_dirs = [_run_dir(path) for path in paths]
+    if all(run_dirs):
+        labels = distinguishing_labels(run_dirs)
+        if len(set(labels)) == len(labels):
+            return labels
+    names = [os.path.relpath(path) for path in paths]
+    return names
+
+
+DATA_IDENTITY = ("name", "classes", "image_size")
+
+
+def data_config(cfg, paths, explicit):
+    """The data to evaluate on: the training runs' own data config, unless data was given on the command line;
+    then it must be the data the models were trained on (name, classes, image size), or allow_other_data=true."""
+    run_configs = [(path, _run_config(path)) for path in paths]
+    trained = [(path, run["data"]) for path, run in run_configs if run and "data" in run]
+    if not explicit:
+        if not trained:
+            return cfg.data
+        first_path, first = trained[0]
+        for path, other in trained[1:]:
+            if any(other.get(key) != first.get(key) for key in DATA_IDENTITY):
+                raise ConfigError(f"checkpoints={paths} is not allowed: {path} was trained on {other.get('name')} and "
+                                  f"{first_path} on {first.get('name')}; crunch them separately")
+        return OmegaConf.merge(OmegaConf.structured(DataConfig), first)
+    if not cfg.get("allow_other_data", False):
+        for path, trained_data in trained:
+            for key in DATA_IDENTITY:
+                wanted, given = trained_data.get(key), cfg.data[key]
+                if wanted is not None and str(wanted) != str(given):
+                    raise ConfigError(f"data.{key}={str(given)!r} is not allowed for {path}: its run was trained with "
+                                      f"data.{key}={wanted!r}; leave data out to use the run's own, or set "
+                                      "allow_other_data=true")
+    return cfg.data
 
 
 def _subset(images, labels, count, seed):
@@ -92,35 +141,19 @@ def _coordinates(viz):
     return alphas, betas, [(a, b) for a in alphas for b in betas]
 
 
-def flatness(data, radius):
-    """Mean train-loss increase at distance `radius` from the model along each direction axis."""
-    result = {}
-    for index, label in enumerate(data["labels"]):
-        loss = data["train_loss"][index]
-        if "betas" in data:
-            middle = len(data["betas"]) // 2
-            rows, columns = loss[:, middle], loss[len(data["alphas"]) // 2, :]
-            centre = np.interp(0.0, data["alphas"], rows)
-            around = [np.interp(r, data["alphas"], rows) for r in (-radius, radius)]
-            around += [np.interp(r, data["betas"], columns) for r in (-radius, radius)]
-        else:
-            centre = np.interp(0.0, data["alphas"], loss)
-            around = [np.interp(r, data["alphas"], loss) for r in (-radius, radius)]
-        result[label] = dict(loss_at_model=float(centre), loss_increase=float(np.mean(around) - centre),
-                             radius=radius)
-    return result
-
-
-def crunch(cfg, output_dir):
-    """Evaluate every checkpoint along the same directions; save data, figure and flatness; return the data."""
+def crunch(cfg, output_dir, overrides=()):
+    """Evaluate every checkpoint along the same directions; save data, figure and flatness; return the data.
+    `overrides` are the command line's: data given there is checked against the data the models were trained on."""
     validate_viz(cfg.viz)
-    validate_data(cfg.data)
     paths = list(cfg.checkpoints) + ([cfg.checkpoint] if cfg.checkpoint else [])
     if not paths:
         raise ConfigError("checkpoint= is not allowed to be empty: give checkpoint=PATH or checkpoints='[A, B]'")
+    explicit = any(item.lstrip("+~").split("=")[0].split(".")[0].split("/")[0] == "data" for item in overrides)
+    cfg.data = data_config(cfg, paths, explicit)
+    validate_data(cfg.data)
     device = configure_backend(cfg.impl, cfg.seed)
     models = [load_model(path, cfg, device) for path in paths]
-    labels = _unique(list(cfg.labels) or [label for _, label in models])
+    labels = _labels(paths, cfg.labels)
     if len(labels) != len(models):
         raise ConfigError(f"labels={list(cfg.labels)} is not allowed: expected one label per checkpoint ({len(models)})")
     if cfg.viz.name == "none":
@@ -131,12 +164,20 @@ def crunch(cfg, output_dir):
                 "val": _subset(dataset.test_images, dataset.test_labels, cfg.viz.val_examples, cfg.viz.seed)}
     alphas, betas, points = _coordinates(cfg.viz)
     data = {key: [] for key in QUANTITIES}
-    for model, _ in models:
+    progress = Progress(len(models) * len(points))
+    log.info(f"Crunching {len(models)} model(s) x {len(points)} points on {cfg.data.name} "
+             f"({len(datasets['train'][1])} train, {len(datasets['val'][1])} validation examples)")
+    for number, ((model, _), label) in enumerate(zip(models, labels)):
+        def report(point, number=number, label=label):
+            log.info(f"model {number + 1}/{len(models)} ({label}) point {tuple(round(float(c), 4) for c in point)}: "
+                     f"{progress.tick()}")
+
         params = [p for p in model.parameters() if p.requires_grad]
         seeds = [cfg.viz.seed] if betas is None else [cfg.viz.seed, cfg.viz.seed + 1]
         directions = [random_direction(params, seed, cfg.viz.normalization, cfg.viz.perturb_bn) for seed in seeds]
         batch = cfg.data.batch_size if cfg.viz.bn_mode == "batch" else cfg.impl.eval_batch_size
-        values = evaluate_grid(model, directions, points, datasets, dataset.normalize, batch, cfg.viz.bn_mode)
+        values = evaluate_grid(model, directions, points, datasets, dataset.normalize, batch, cfg.viz.bn_mode,
+                               after_point=report)
         shape = (len(alphas),) if betas is None else (len(alphas), len(betas))
         for split in ("train", "val"):
             data[f"{split}_loss"].append(values[split][:, 0].reshape(shape))
@@ -149,8 +190,8 @@ def crunch(cfg, output_dir):
     np.savez(os.path.join(output_dir, "landscape.npz"), config=OmegaConf.to_yaml(cfg), **data)
     plot_saved(os.path.join(output_dir, "landscape.npz"))
     summary = flatness(data, cfg.viz.flatness_radius)
-    with open(os.path.join(output_dir, "flatness.json"), "w") as handle:
-        json.dump(summary, handle, indent=2)
+    write_json(os.path.join(output_dir, "flatness.json"), summary)
+    log.info(f"Wrote {output_dir}/landscape.npz, landscape.png, landscape.pdf and flatness.json")
     for label, values in summary.items():
         log.info(f"{label}: train loss {values['loss_at_model']:.4f} at the model, "
                  f"+{values['loss_increase']:.4f} at distance {values['radius']}")

@@ -1,10 +1,11 @@
-"""Training curves of one or more runs: train and validation cross-entropy and the full loss over the steps,
-with clipped steps marked, and (when measured by analysis=sharpness/full) the top Hessian eigenvalue against 2/lr.
+"""Training curves in the style of the paper's Fig. 2/3: train, validation and full loss over the steps with
+clipped steps in black, train and validation accuracy, and (when measured by analysis=sharpness/full) the top
+Hessian eigenvalue against 2/lr. A run resumed from another is drawn as one curve; runs are labelled by what
+differs between them. Saved as PNG and PDF.
 
-    python -m fullbatch.visualization.curves outputs/fb/2026-11-23/10-00-00/ [more run folders] [--out curves.png]
+    python -m fullbatch.visualization.curves outputs/fb/2026-11-23/10-00-00-pid1/ [more run folders] [--out c.png]
 """
 import argparse
-import json
 import os
 
 import matplotlib
@@ -12,60 +13,67 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-
-def read_metrics(run_dir):
-    with open(os.path.join(run_dir, "metrics.jsonl")) as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+from fullbatch.visualization.runs import distinguishing_labels, joined_metrics, newest_of_chains  # noqa: E402
 
 
-def _label(run_dir):
-    summary = os.path.join(run_dir, "summary.json")
-    if os.path.isfile(summary):
-        with open(summary) as handle:
-            return json.load(handle).get("name", run_dir)
-    return os.path.basename(os.path.normpath(run_dir))
-
-
-def _values(rows, key):
-    points = [(row["step"], row[key]) for row in rows if isinstance(row.get(key), (int, float))]
+def _values(rows, key, scale=1.0):
+    points = [(row["step"], scale * row[key]) for row in rows if isinstance(row.get(key), (int, float))
+              and not isinstance(row.get(key), bool)]
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def plot_curves(run_dirs, out):
-    """Losses of every run; a second panel with sharpness against 2/lr when the runs measured it."""
-    runs = [(read_metrics(run_dir), _label(run_dir)) for run_dir in run_dirs]
+def save_figure(figure, out):
+    """PNG for reading, PDF (vector) beside it for papers; returns the PNG path."""
+    figure.savefig(out, dpi=120)
+    figure.savefig(os.path.splitext(out)[0] + ".pdf")
+    plt.close(figure)
+    return out
+
+
+def plot_curves(run_dirs, out, title=None):
+    """Loss and accuracy panels for every run (one curve per resume chain), and sharpness when measured."""
+    run_dirs = newest_of_chains(list(run_dirs))
+    runs = list(zip([joined_metrics(run_dir) for run_dir in run_dirs], distinguishing_labels(run_dirs)))
     sharpness = any("top_eigenvalue" in row for rows, _ in runs for row in rows)
-    figure, axes = plt.subplots(1, 2 if sharpness else 1, figsize=(14 if sharpness else 8, 5), squeeze=False)
-    axis = axes[0][0]
+    panels = 3 if sharpness else 2
+    figure, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 5), squeeze=False)
+    loss_axis, acc_axis = axes[0][0], axes[0][1]
     for rows, label in runs:
-        steps, train = _values(rows, "train_loss")
-        line, = axis.plot(steps, train, label=f"{label}: train")
-        axis.plot(*_values(rows, "val_loss"), "--", color=line.get_color(), label=f"{label}: validation")
-        axis.plot(*_values(rows, "full_loss"), ":", color=line.get_color(), label=f"{label}: full loss")
+        line, = loss_axis.plot(*_values(rows, "train_loss"), label=f"{label}: train")
+        color = line.get_color()
+        loss_axis.plot(*_values(rows, "val_loss"), "o--", markersize=3, color=color, label=f"{label}: validation")
+        loss_axis.plot(*_values(rows, "full_loss"), ":", color=color, label=f"{label}: full loss")
         clipped = [(row["step"], row["train_loss"]) for row in rows
                    if row.get("clipped") is True and isinstance(row.get("train_loss"), (int, float))]
         if clipped:
-            axis.scatter(*zip(*clipped), marker="x", s=14, color=line.get_color(), label=f"{label}: clipped step")
+            loss_axis.scatter(*zip(*clipped), marker="x", s=16, color="black", zorder=3,
+                              label=f"{label}: clipped step")
+        acc_axis.plot(*_values(rows, "train_acc", 100), color=color, label=f"{label}: train")
+        acc_axis.plot(*_values(rows, "val_acc", 100), "o--", markersize=3, color=color, label=f"{label}: validation")
         if sharpness:
-            line2, = axes[0][1].plot(*_values(rows, "top_eigenvalue"), "o-", label=f"{label}: top Hessian eigenvalue")
-            axes[0][1].plot(*_values(rows, "two_over_lr"), "--", color=line2.get_color(), label=f"{label}: 2 / lr")
-    axis.set(xlabel="step", ylabel="cross-entropy", yscale="log")
-    axis.legend(fontsize=8)
+            eigen, = axes[0][2].plot(*_values(rows, "top_eigenvalue"), "o-", markersize=3, color=color,
+                                     label=f"{label}: top Hessian eigenvalue")
+            axes[0][2].plot(*_values(rows, "two_over_lr"), "--", color=eigen.get_color(), label=f"{label}: 2 / lr")
+    loss_axis.set(xlabel="step", ylabel="cross-entropy", yscale="log", title="loss")
+    acc_axis.set(xlabel="step", ylabel="accuracy (%)", ylim=(0, 100), title="accuracy")
+    for axis in axes[0][:2]:
+        axis.legend(fontsize=7)
     if sharpness:
-        axes[0][1].set(xlabel="step", ylabel="sharpness", yscale="symlog")
-        axes[0][1].legend(fontsize=8)
+        axes[0][2].set(xlabel="step", ylabel="sharpness", yscale="symlog", title="sharpness")
+        axes[0][2].legend(fontsize=7)
+    if title:
+        figure.suptitle(title)
     figure.tight_layout()
-    figure.savefig(out, dpi=120)
-    plt.close(figure)
-    return out
+    return save_figure(figure, out)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Plot the training curves of run folders.")
     parser.add_argument("runs", nargs="+", help="run folders holding metrics.jsonl")
-    parser.add_argument("--out", help="PNG path (default: curves.png in the first run folder)")
+    parser.add_argument("--out", help="PNG path (default: curves.png in the first run folder); a PDF goes beside it")
+    parser.add_argument("--title", help="figure title")
     args = parser.parse_args(argv)
-    print(plot_curves(args.runs, args.out or os.path.join(args.runs[0], "curves.png")))
+    print(plot_curves(args.runs, args.out or os.path.join(args.runs[0], "curves.png"), args.title))
 
 
 if __name__ == "__main__":

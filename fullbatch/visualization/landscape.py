@@ -41,8 +41,10 @@ def loss_and_accuracy(model, images, labels, prepare, batch_size, bn_mode="batch
     return loss_sum / len(labels), accuracy
 
 
-def evaluate_grid(model, directions, coordinates, datasets, prepare, batch_size, bn_mode="batch", loss_fn=None):
-    """For each point (one coefficient per direction) and each named dataset, (loss, accuracy).
+def evaluate_grid(model, directions, coordinates, datasets, prepare, batch_size, bn_mode="batch", loss_fn=None,
+                  after_point=None):
+    """For each point (one coefficient per direction) and each named dataset, (loss, accuracy); `after_point`,
+    if given, is called after each point (progress reports).
 
     Returns {name: array of shape (points, 2)}; the model is unchanged afterwards.
     """
@@ -60,4 +62,6 @@ def evaluate_grid(model, directions, coordinates, datasets, prepare, batch_size,
                 with preserved(model):  # batch-mode forwards must not move the running statistics
                     results[name].append(loss_and_accuracy(model, images, labels, prepare, batch_size, bn_mode,
                                                            loss_fn))
+            if after_point is not None:
+                after_point(point)
     return {name: torch.tensor(values, dtype=torch.float64).numpy() for name, values in results.items()}

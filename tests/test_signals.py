@@ -1,0 +1,81 @@
+"""Every way a job is stopped by SIGTERM or SIGINT ends with exit code 4 and no traceback, so `$? -eq 4` can
+requeue it: during start-up, a second signal during training, and (through `fullbatch.status`) under torchrun."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ENTRY, ROOT, TINY
+from fullbatch.status import main as status_main
+
+pytestmark = pytest.mark.slow  # each test starts the entry script and waits for it
+
+
+def _start(overrides, cwd, command=None):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen(command or [sys.executable, ENTRY, *overrides], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _wait_for_steps(root, name, count, timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = glob.glob(str(root / "outputs" / name / "**" / "metrics.jsonl"), recursive=True)
+        if found and len(open(found[0]).read().splitlines()) >= count:
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError("the run did not start training")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_start_up_exits_4_with_one_line(tmp_path, sig):
+    process = _start([*TINY, "name=early", "hyp=fb1", "hyp.steps=2"], tmp_path)
+    time.sleep(1.5)  # inside the imports of Hydra and PyTorch, long before the first step
+    assert process.poll() is None
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 4, stderr[-2000:]
+    assert stderr.strip().splitlines() == [f"fullbatch: {sig.name} during start-up: stopped before any step; run "
+                                           "the same command again to continue"]
+
+
+def test_a_second_sigterm_stops_at_once_with_exit_4_and_the_run_continues(tmp_path):
+    overrides = [*TINY, "name=twice", "hyp=fb1", "hyp.steps=400", "impl.checkpoint.save_every_nth_step=1",
+                 "data.size=4096"]  # steps of a second or more: the second signal arrives within one
+    process = _start(overrides, tmp_path)
+    _wait_for_steps(tmp_path, "twice", 2)
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.3)  # two pending signals of one kind would merge into one
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 4, stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines() == ["fullbatch: second signal (SIGTERM after SIGTERM): stopped at once; run "
+                                           "the same command again to continue from the last checkpoint"]
+    assert status_main([str(tmp_path / "outputs" / "twice")]) == 4
+
+
+def test_under_torchrun_the_launcher_exits_1_and_fullbatch_status_says_preempted(tmp_path, capsys):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", ENTRY,
+               "impl/setup=distributed", *TINY, "name=tr", "hyp=fb1", "hyp.steps=400"]
+    launcher = _start(None, tmp_path, command)
+    try:
+        _wait_for_steps(tmp_path, "tr", 2)
+        launcher.send_signal(signal.SIGTERM)
+        _, stderr = launcher.communicate(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    assert launcher.returncode == 1  # torchrun's own code for a signal it received; documented in clusters.md
+    [summary_path] = glob.glob(str(tmp_path / "outputs" / "tr" / "**" / "summary.json"), recursive=True)
+    summary = json.load(open(summary_path))
+    assert summary["status"] == "preempted" and summary["world_size"] == 2
+    assert glob.glob(os.path.join(os.path.dirname(summary_path), "checkpoints", f"step-{summary['steps']:07d}.pt"))
+    capsys.readouterr()
+    assert status_main([str(tmp_path / "outputs" / "tr")]) == 4
+    assert capsys.readouterr().out.startswith("preempted ")

@@ -1,0 +1,166 @@
+"""Sweeps and requeues as a cluster runs them: unique run folders, sweeps that go on past a failed job, one
+table row per run, divergence restores that step back, checkpoints kept per run across requeues."""
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ENTRY, ROOT, TINY, compose_config, run_entry
+from fullbatch.config import run_stamp
+from fullbatch.outputs import read_table
+from fullbatch.train import run
+from fullbatch.training.checkpoint import STALE_SECONDS, find_checkpoints, load_checkpoint, save_checkpoint
+
+
+def _summaries(root, name):
+    paths = glob.glob(str(root / "outputs" / name / "**" / "summary.json"), recursive=True)
+    return sorted((json.load(open(path)) for path in paths), key=lambda summary: summary["output_dir"])
+
+
+@pytest.mark.parametrize("env, ending", [({"SLURM_JOB_ID": "4242"}, "-job4242"), ({}, f"-pid{os.getpid()}")])
+def test_run_folders_carry_the_job_id_or_the_process_id(monkeypatch, env, ending):
+    for key in ("SLURM_JOB_ID", "TORCHELASTIC_RUN_ID", "WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert run_stamp().endswith(ending)
+
+
+def test_torchrun_ranks_share_a_folder_even_with_the_default_run_id(monkeypatch):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
+    assert run_stamp() == f"torchrun-none-agent{os.getppid()}"  # the launcher's process: the same for each rank
+    monkeypatch.setenv("SLURM_JOB_ID", "99")
+    assert run_stamp() == "torchrun-none-job99"
+
+
+def test_two_runs_of_one_command_started_together_never_share_files(tmp_path):
+    command = [sys.executable, ENTRY, *TINY, "name=twin", "hyp=fb1", "hyp.steps=3", "impl.checkpoint.resume=false"]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    jobs = [subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    assert [job.wait(timeout=300) for job in jobs] == [0, 0], [job.stderr.read()[-2000:] for job in jobs]
+    summaries = _summaries(tmp_path, "twin")
+    assert len({summary["output_dir"] for summary in summaries}) == 2
+    for summary in summaries:
+        rows = open(os.path.join(summary["output_dir"], "metrics.jsonl")).read().splitlines()
+        assert [json.loads(row)["step"] for row in rows] == [1, 2, 3]
+        assert os.path.isfile(os.path.join(summary["output_dir"], "checkpoints", "step-0000003.pt"))
+
+
+def test_a_sweep_goes_on_past_failed_jobs_and_lists_them_at_the_end(tmp_path):
+    result = run_entry(["-m", *TINY, "name=sweep", "hyp=fb1", "hyp.steps=2", "hyp.warmup=0",
+                        "hyp.optim.lr=1e30,-1,0.1"], tmp_path, check=False)
+    assert result.returncode == 3, result.stderr[-3000:]  # the first failed job's code: diverged
+    failures = [line for line in result.stderr.splitlines() if line.startswith("fullbatch: job ")]
+    assert len(failures) == 2 and "job 0" in failures[0] and " diverged in " in failures[0]
+    assert "job 1" in failures[1] and "config_error: hyp.optim.lr=-1.0 is not allowed" in failures[1]
+    assert "Traceback" not in result.stderr
+    assert [summary["status"] for summary in _summaries(tmp_path, "sweep")] == ["diverged", "config_error",
+                                                                               "finished"]
+    rows, _ = read_table(str(tmp_path / "tables" / "synthetic_resnet20.csv"))
+    assert sorted(row["status"] for row in rows) == ["config_error", "diverged", "finished"]
+
+
+def test_reporting_a_finished_run_again_replaces_its_table_row(tmp_path):
+    cfg = compose_config([*TINY, "name=again", "hyp=fb1", "hyp.steps=2"])
+    run(cfg, output_dir=str(tmp_path / "outputs" / "again" / "first"))
+    run(cfg, output_dir=str(tmp_path / "outputs" / "again" / "second"))  # a requeue of the finished command
+    other = compose_config([*TINY, "name=again", "hyp=fb1", "hyp.steps=2", "seed=1"])
+    run(other, output_dir=str(tmp_path / "outputs" / "again" / "third"))
+    rows, _ = read_table(str(tmp_path / "tables" / "synthetic_resnet20.csv"))
+    assert [(row["seed"], os.path.basename(row["output_dir"])) for row in rows] == [("0", "second"),
+                                                                                   ("1", "third")]
+
+
+def _scaled(state, factor):
+    model = {key: value * factor if value.is_floating_point() else value for key, value in state["model"].items()}
+    return dict(state, model=model)
+
+
+def test_restore_steps_back_past_a_blown_up_checkpoint_and_into_the_folder_it_resumed_from(tmp_path, caplog):
+    overrides = [*TINY, "name=blowup", "hyp=fb1", "hyp.steps=6", "hyp.warmup=0", "hyp.scheduler=none",
+                 "impl.checkpoint.save_every_nth_step=1", "impl.checkpoint.keep=10",
+                 "impl.checkpoint.on_divergence=restore", f"impl.checkpoint.search_dir={tmp_path}"]
+    first = tmp_path / "first"
+    cfg = compose_config(overrides)
+    run(cfg, output_dir=str(first))
+    identity = json.load(open(first / "summary.json"))["config_hash"]
+    os.remove(first / "checkpoints" / "step-0000006.pt")  # as if preempted after step 5, whose weights had
+    os.remove(first / "checkpoints" / "step-0000006.json")  # already blown up (but were finite)
+    state = load_checkpoint(str(first / "checkpoints" / "step-0000005.pt"), "cpu")
+    save_checkpoint(_scaled(state, 1e30), str(first / "checkpoints"), 5, identity, keep=10)
+    caplog.set_level("INFO", logger="fullbatch")
+    summary = run(cfg, output_dir=str(tmp_path / "requeued"))
+    assert summary["resumed_from"].endswith("first/checkpoints/step-0000005.pt")
+    assert summary["status"] == "finished" and summary["lr_restores"] == 2
+    restored = [line.split("Restoring ")[1] for line in caplog.text.splitlines() if "Restoring " in line]
+    assert restored == [str(first / "checkpoints" / f"step-{step:07d}.pt") for step in (5, 4)]
+    rows = [json.loads(line) for line in open(tmp_path / "requeued" / "metrics.jsonl")]
+    assert [row["step"] for row in rows] == [6, 6, 5, 6] and rows[-1]["lr"] == pytest.approx(0.25 * rows[0]["lr"])
+    assert "lr of the next step" in caplog.text
+
+
+def test_each_restore_goes_further_back_until_a_checkpoint_is_good(tmp_path, caplog):
+    overrides = [*TINY, "name=twice", "hyp=fb1", "hyp.steps=5", "hyp.warmup=0", "hyp.scheduler=none",
+                 "impl.checkpoint.save_every_nth_step=1", "impl.checkpoint.keep=10",
+                 "impl.checkpoint.on_divergence=restore", "impl.checkpoint.max_restores=3",
+                 f"impl.checkpoint.search_dir={tmp_path}", "impl.checkpoint.resume=false"]
+    run(compose_config(overrides), output_dir=str(tmp_path / "first"))
+    identity = json.load(open(tmp_path / "first" / "summary.json"))["config_hash"]
+    folder = tmp_path / "first" / "checkpoints"
+    for step in (3, 4):  # both newest checkpoints blown up: the second restore must not reload step 4
+        state = load_checkpoint(str(folder / f"step-{step:07d}.pt"), "cpu")
+        save_checkpoint(_scaled(state, 1e30), str(folder), step, identity, keep=10)
+    for step in (5,):
+        os.remove(folder / f"step-{step:07d}.pt")
+        os.remove(folder / f"step-{step:07d}.json")
+    caplog.set_level("INFO", logger="fullbatch")
+    summary = run(compose_config([*overrides[:-1], "impl.checkpoint.resume=auto"]), output_dir=str(tmp_path / "b"))
+    assert summary["status"] == "finished" and summary["lr_restores"] == 3
+    restored = [line.split("Restoring ")[1] for line in caplog.text.splitlines() if "Restoring " in line]
+    assert [os.path.basename(path) for path in restored] == [f"step-{step:07d}.pt" for step in (4, 3, 2)]
+
+
+def _checkpoint(folder, step, identity, keep=2, search_dir=None):
+    return save_checkpoint(dict(step=step, model={"w": torch.full((2,), float(step))}), str(folder), step, identity,
+                           keep, search_dir)
+
+
+def test_keep_holds_per_run_across_the_folders_of_its_requeues(tmp_path):
+    for requeue in range(5):  # each requeue writes into a new run folder
+        folder = tmp_path / f"requeue{requeue}" / "checkpoints"
+        _checkpoint(folder, 2 * requeue + 1, "run", search_dir=str(tmp_path))
+        _checkpoint(folder, 2 * requeue + 2, "run", search_dir=str(tmp_path))
+    _checkpoint(tmp_path / "other" / "checkpoints", 1, "other-config", search_dir=str(tmp_path))
+    assert [step for step, _ in find_checkpoints([str(tmp_path)], "run")] == [10, 9]
+    assert [step for step, _ in find_checkpoints([str(tmp_path)], "other-config")] == [1]
+    assert len(glob.glob(str(tmp_path / "**" / "*.pt"), recursive=True)) == 3
+
+
+def test_files_left_by_killed_writers_are_removed_once_stale(tmp_path):
+    folder = tmp_path / "old" / "checkpoints"
+    folder.mkdir(parents=True)
+    leftovers = [folder / "step-0000003.pt.tmp-123", folder / "step-0000003.json.tmp-123", folder / "step-0000004.pt"]
+    fresh = folder / "step-0000005.pt.tmp-456"  # a write in progress, maybe by a concurrent run
+    for path in [*leftovers, fresh]:
+        path.write_bytes(b"x" * 10)
+    long_ago = time.time() - STALE_SECONDS - 60
+    for path in leftovers:
+        os.utime(path, (long_ago, long_ago))
+    _checkpoint(tmp_path / "new" / "checkpoints", 6, "run", search_dir=str(tmp_path))
+    assert not any(path.exists() for path in leftovers) and fresh.exists()
+
+
+def test_the_training_loop_prunes_across_run_folders(tmp_path):
+    overrides = [*TINY, "name=prune", "hyp=fb1", "hyp.steps=3", "impl.checkpoint.save_every_nth_step=1",
+                 f"impl.checkpoint.search_dir={tmp_path}", "impl.checkpoint.resume=false"]
+    run(compose_config(overrides), output_dir=str(tmp_path / "a"))
+    run(compose_config(overrides), output_dir=str(tmp_path / "b"))
+    markers = glob.glob(str(tmp_path / "**" / "checkpoints" / "*.json"), recursive=True)
+    assert len(markers) == 2 and all(marker.endswith("step-0000003.json") for marker in markers)
