@@ -14,7 +14,7 @@ from omegaconf import MISSING, OmegaConf
 
 from fullbatch.choices import (AnalysisPreset, Backend, CompileMode, Database, Dataset, Downsample, Dtype,
                                LineSearch, MemoryFormat, Modification, OnDivergence, Optimizer, RegularizerMethod,
-                               RegularizerPrecision, Scheduler, Setup)
+                               RegularizerPrecision, Scheduler, Setup, Subset)
 
 
 @dataclass
@@ -75,6 +75,7 @@ class HypConfig:
     steps: int = MISSING
     warmup: int = MISSING
     scheduler: Optional[Scheduler] = MISSING
+    cosine_horizon: Optional[int] = None  # cosine-4000 only: its horizon (empty: 4000); scaled-down runs shrink it
     grad_clip: Optional[float] = MISSING
     grad_clip_norm: float = MISSING
     batch_clip: Optional[float] = MISSING
@@ -107,8 +108,10 @@ class DataConfig:
     name: Dataset = MISSING
     path: str = "~/data"
     download: bool = True
-    size: Optional[int] = None  # use only the first `size` training examples
-    test_size: Optional[int] = None  # use only the first `test_size` validation examples
+    size: Optional[int] = None  # use only `size` training examples (see `subset`)
+    test_size: Optional[int] = None  # use only `test_size` validation examples
+    subset: Subset = Subset.first  # first: the first examples | balanced: equal per class, drawn by subset_seed
+    subset_seed: int = 0  # fixed, so that a seed sweep trains on the same subset
     image_size: int = 32  # height and width of the images
     batch_size: int = 128  # the block size in full-batch mode, the mini-batch size in SGD mode
     drop_last_block: bool = False  # true: leave out the last, smaller block (mini-batch), as the original does

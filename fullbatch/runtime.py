@@ -62,10 +62,16 @@ def config_hash(cfg):
     data = OmegaConf.to_container(cfg.data, resolve=True)
     for key in ("path", "download"):
         data.pop(key, None)
+    if data.get("subset") == "first":  # the default: leave it out, so checkpoints of earlier versions resume
+        data.pop("subset", None)
+        data.pop("subset_seed", None)
     for key in ("path", "map_size", "in_memory"):  # where and how the N x data is kept, not what it is
         data["db"].pop(key, None)
     impl = {key: cfg.impl[key] for key in NUMERIC_IMPL_KEYS}
     impl["batch_shards"] = cfg.impl.setup.batch_shards  # SGD: BatchNorm statistics per piece of a mini-batch
-    identity = dict(data=data, model=OmegaConf.to_container(cfg.model, resolve=True),
-                    hyp=OmegaConf.to_container(cfg.hyp, resolve=True), seed=cfg.seed, dryrun=cfg.dryrun, impl=impl)
+    hyp = OmegaConf.to_container(cfg.hyp, resolve=True)
+    if hyp.get("cosine_horizon") is None:  # the default: left out, so checkpoints of earlier versions resume
+        hyp.pop("cosine_horizon", None)
+    identity = dict(data=data, model=OmegaConf.to_container(cfg.model, resolve=True), hyp=hyp, seed=cfg.seed,
+                    dryrun=cfg.dryrun, impl=impl)
     return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(identity)).encode()).hexdigest()[:16]

@@ -26,6 +26,8 @@ def _optional_positive(value, key):
 def validate_hyp(hyp):
     _require(hyp.steps >= 1, "hyp.steps", "an integer >= 1", hyp.steps)
     _require(0 <= hyp.warmup, "hyp.warmup", "an integer >= 0", hyp.warmup)
+    _require(hyp.cosine_horizon is None or (hyp.cosine_horizon >= 1 and str(hyp.scheduler) == "cosine-4000"),
+             "hyp.cosine_horizon", "empty, or an integer >= 1 with hyp.scheduler=cosine-4000", hyp.cosine_horizon)
     _require(hyp.optim.lr > 0, "hyp.optim.lr", "a number > 0", hyp.optim.lr)
     _require(hyp.optim.weight_decay >= 0, "hyp.optim.weight_decay", "a number >= 0", hyp.optim.weight_decay)
     _require(0 <= hyp.optim.momentum < 1, "hyp.optim.momentum", "a number in [0, 1)", hyp.optim.momentum)

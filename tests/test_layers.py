@@ -9,7 +9,7 @@ LAYERS = [  # bottom first; a module may import from its own layer and the ones 
     {"data", "models"},
     {"training", "analysis"},
     {"validation", "runtime", "resume", "outputs", "interruption"},
-    {"train", "cli", "benchmark", "visualization", "sweeps", "status", "results"},
+    {"train", "cli", "benchmark", "visualization", "sweeps", "status", "results", "reproduce"},
 ]
 ALIASES = {"fullbatch/__init__.py", "fullbatch/models/modules.py"}  # forward public names to where they live
 

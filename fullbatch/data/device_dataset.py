@@ -11,6 +11,7 @@ import torch
 from fullbatch.choices import Database, Dataset
 from fullbatch.data.augmentation import augmentation_names, augment, step_generator
 from fullbatch.data.cifar import load_cifar
+from fullbatch.data.subsets import take_subset
 from fullbatch.data.lmdb_database import database_path, ensure_database, read_database, recipe
 from fullbatch.data.synthetic import make_synthetic
 from fullbatch.data.tiny_imagenet import load_tiny_imagenet
@@ -102,11 +103,13 @@ def _keep_on_host(db, images, device):
 
 
 def load_device_dataset(data_cfg, seed, device, semi_stochastic=False, comm=None):
-    """Read the configured dataset, cut it to `data.size`/`data.test_size`, and move it to `device`."""
+    """Read the configured dataset, cut it to `data.size`/`data.test_size` (see `data.subset`), and move it to
+    `device`."""
     device = torch.device(device)
     (train_x, train_y), (test_x, test_y) = _load_arrays(data_cfg)
-    train_x, train_y = train_x[: data_cfg.size], train_y[: data_cfg.size]
-    test_x, test_y = test_x[: data_cfg.test_size], test_y[: data_cfg.test_size]
+    subset, seed, classes = data_cfg.subset, data_cfg.subset_seed, data_cfg.classes
+    train_x, train_y = take_subset(train_x, train_y, data_cfg.size, subset, classes, seed, "data.size")
+    test_x, test_y = take_subset(test_x, test_y, data_cfg.test_size, subset, classes, seed + 1, "data.test_size")
     _check_arrays(f"{data_cfg.name} training set", train_x, train_y, data_cfg.classes, data_cfg.image_size)
     _check_arrays(f"{data_cfg.name} validation set", test_x, test_y, data_cfg.classes, data_cfg.image_size)
     rounds = 1

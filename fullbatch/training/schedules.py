@@ -24,13 +24,14 @@ COSINE_HORIZONS = {Scheduler("cosine-decay"): None, Scheduler("cosine-4000"): 40
 LINEAR_DIVISORS = (2.667, 1.6, 1.142)  # the 10x drops; floor division of floats, as the original computes them
 
 
-def lr_factor(step, scheduler, steps, warmup):
-    """The factor of the peak lr that training step `step` (counted from 0) uses."""
+def lr_factor(step, scheduler, steps, warmup, horizon=None):
+    """The factor of the peak lr that training step `step` (counted from 0) uses; `horizon` replaces the 4000
+    of cosine-4000 (smaller-scale reproductions shrink it with the steps)."""
     if step <= warmup:
         return step / warmup if warmup else 1.0
     after_warmup = step - warmup - 1
     if scheduler in COSINE_HORIZONS:
-        horizon = COSINE_HORIZONS[scheduler] or steps
+        horizon = (horizon or COSINE_HORIZONS[scheduler]) if scheduler == Scheduler("cosine-4000") else steps
         return 0.5 * (1.0 + math.cos(math.pi * after_warmup / horizon))
     if scheduler == Scheduler.linear:
         return 0.1 ** sum(steps // divisor <= after_warmup for divisor in LINEAR_DIVISORS)
@@ -65,6 +66,7 @@ def build_scheduler(optimizer, hyp, lr_scale=lambda: 1.0):
     scheduler = Scheduler.none if hyp.scheduler is None else hyp.scheduler
     if hyp.warmup >= hyp.steps:
         log.warning(f"hyp.warmup={hyp.warmup} >= hyp.steps={hyp.steps}: the lr rises for the whole run and "
-                    f"ends at {lr_factor(hyp.steps - 1, scheduler, hyp.steps, hyp.warmup):.3g} of its peak")
+                    f"ends at {lr_factor(hyp.steps - 1, scheduler, hyp.steps, hyp.warmup, hyp.cosine_horizon):.3g} of "
+                    "its peak")
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_scale() * lr_factor(step, scheduler, hyp.steps, hyp.warmup))
+        optimizer, lambda step: lr_scale() * lr_factor(step, scheduler, hyp.steps, hyp.warmup, hyp.cosine_horizon))

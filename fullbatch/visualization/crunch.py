@@ -20,7 +20,7 @@ from fullbatch.outputs import write_json
 from fullbatch.progress import Progress
 from fullbatch.visualization.flatness import flatness
 from fullbatch.visualization.plots import QUANTITIES, plot_saved
-from fullbatch.visualization.runs import distinguishing_labels
+from fullbatch.visualization.runs import distinguishing_labels, read_summary
 
 log = logging.getLogger("fullbatch")
 
@@ -39,13 +39,17 @@ def validate_viz(viz):
 
 
 def _run_config(path):
-    """The training config saved beside a checkpoint (model.pt or checkpoints/step-N.pt), or None."""
+    """The training config saved beside a checkpoint (model.pt or checkpoints/step-N.pt): Hydra's
+    .hydra/config.yaml, else the resolved config in summary.json (runs started in-process); or None."""
     folder = os.path.dirname(os.path.abspath(path))
     for run_dir in (folder, os.path.dirname(folder)):
         saved = os.path.join(run_dir, ".hydra", "config.yaml")
         if os.path.isfile(saved):
             with open(saved) as handle:
                 return yaml.safe_load(handle)
+        summary = read_summary(run_dir)
+        if isinstance(summary.get("config"), dict):
+            return summary["config"]
     return None
 
 
