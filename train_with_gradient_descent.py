@@ -10,7 +10,7 @@ code of the first one.
 """
 import sys
 
-from fullbatch.interruption import Stopped, stop_at_once_on_signals
+from fullbatch.interruption import Stopped, ignore_signals, stop_at_once_on_signals
 
 stop_at_once_on_signals()  # before the slow imports: a SIGTERM at any point of start-up ends with exit 4
 
@@ -49,6 +49,7 @@ def main(cfg):
             raise
         return FAILED.record(job, cfg, "crashed", EXIT_CRASHED, f"{type(error).__name__}: {error}", error)
     if summary["status"] == "preempted":
+        ignore_signals()
         FAILED.report()
         sys.exit(EXIT_PREEMPTED)  # also ends a sweep: the node is going away; the requeue continues it
     if summary["status"] == "diverged":
@@ -63,8 +64,10 @@ if __name__ == "__main__":
             fail(message)
         main()
     except Stopped as stop:
+        ignore_signals()
         FAILED.report()
         fail(stop, EXIT_PREEMPTED)
     if FAILED:
+        ignore_signals()
         FAILED.report()
         sys.exit(FAILED.exit_code)

@@ -27,6 +27,12 @@ def stop_at_once_on_signals():
         signal.signal(sig, _stop_now)
 
 
+def ignore_signals():
+    """While the last lines are printed and the process exits: a further signal must not become a traceback."""
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 class StopRequest:
     def __init__(self):
         self.signal = None

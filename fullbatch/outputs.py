@@ -122,16 +122,21 @@ def read_table(path):
         return list(reader), list(reader.fieldnames or [])
 
 
-def discard_unused_run_folder(folder):
-    """Remove a run folder that holds only what Hydra wrote before a start-up error (its .hydra/ and the log),
-    and its parents that became empty, so a bad value leaves nothing that looks like a run."""
+def discard_unused_run_folder(folder, job_log=None):
+    """After a start-up error: remove what Hydra wrote into the run folder (its .hydra/ and the job's log), then
+    the folder and its parents if that left them empty, so a bad value leaves nothing that looks like a run.
+    Nothing else is touched, and never the working directory or a folder above it."""
     if not folder or not os.path.isdir(folder):
         return
-    hydra_only = all(entry == ".hydra" or entry.endswith(".log") for entry in os.listdir(folder))
-    if not hydra_only:
-        return
-    shutil.rmtree(folder, ignore_errors=True)
-    parent, stop = os.path.dirname(os.path.abspath(folder)), os.getcwd()
-    while parent.startswith(stop + os.sep) and not os.listdir(parent):
-        os.rmdir(parent)
-        parent = os.path.dirname(parent)
+    folder, here = os.path.abspath(folder), os.getcwd()
+    if not folder.startswith(here + os.sep):
+        return  # e.g. hydra.run.dir=. or a folder elsewhere: not ours to clean
+    shutil.rmtree(os.path.join(folder, ".hydra"), ignore_errors=True)
+    if job_log and os.path.isfile(os.path.join(folder, job_log)):
+        os.remove(os.path.join(folder, job_log))
+    while folder.startswith(here + os.sep):
+        try:
+            os.rmdir(folder)  # only an empty folder; a concurrent job may have written into it meanwhile
+        except OSError:
+            return
+        folder = os.path.dirname(folder)

@@ -17,12 +17,13 @@ class JobContext:
     number: Optional[int] = None
     overrides: List[str] = field(default_factory=list)
     output_dir: Optional[str] = None
+    job_log: Optional[str] = None  # Hydra's log file of the job, in its output folder
 
     def describe(self):
         return f"job {self.number} ({' '.join(self.overrides) or 'no overrides'})"
 
     def discard_folder(self):
-        outputs.discard_unused_run_folder(self.output_dir)
+        outputs.discard_unused_run_folder(self.output_dir, self.job_log)
 
 
 def job_context():
@@ -34,7 +35,17 @@ def job_context():
         return JobContext()
     hydra_cfg = HydraConfig.get()
     return JobContext(hydra_cfg.mode == RunMode.MULTIRUN, hydra_cfg.job.get("num"), list(hydra_cfg.overrides.task),
-                      hydra_cfg.runtime.output_dir)
+                      hydra_cfg.runtime.output_dir, f"{hydra_cfg.job.name}.log")
+
+
+def _run_key(cfg, job):
+    """The key its table row would have had had it run: a successful rerun replaces this row."""
+    from fullbatch.runtime import config_hash
+
+    try:
+        return f"{cfg.name}/{config_hash(cfg)}"
+    except Exception:  # a value bad enough to break hashing: the overrides still name the job
+        return f"{cfg.name}/{' '.join(sorted(job.overrides))}"
 
 
 class FailedJobs:
@@ -61,7 +72,7 @@ class FailedJobs:
             return
         summary = dict(status=status, error=message, name=cfg.name, overrides=job.overrides,
                        output_dir=os.path.abspath(job.output_dir))
-        row = dict(run_key=f"{cfg.name}/{' '.join(sorted(job.overrides))}", name=cfg.name, status=status,
+        row = dict(run_key=_run_key(cfg, job), name=cfg.name, status=status,
                    error=message[:300], output_dir=summary["output_dir"])
         try:
             outputs.write_json(os.path.join(job.output_dir, "summary.json"), summary)

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from fullbatch import outputs
 from fullbatch.analysis.hook import TrainingAnalysis
 from fullbatch.data import load_device_dataset
-from fullbatch.interruption import StopRequest
+from fullbatch.interruption import StopRequest, Stopped
 from fullbatch.models import build_model
 from fullbatch.models.ghost_batchnorm import supports_block_groups
 from fullbatch.resume import restore
@@ -119,6 +119,9 @@ def _run(cfg, output_dir, context, comm):
         summary = _summary(cfg, trainer, outcome, started, output_dir, context, resume_path, identity)
         if comm.is_main:
             _write_outputs(cfg, trainer, outcome, summary, output_dir, tables)
+    if stop_request.signal and outcome.status != "preempted":  # it came after the last step: outputs are done
+        raise Stopped(f"{stop_request.signal} while the run wrote its outputs (they are complete); run the same "
+                      "command again to go on")
     log.info(f"{outcome.status}: final validation accuracy {summary['final_val_acc']}, "
              f"best {summary['best_val_acc']}")
     return summary

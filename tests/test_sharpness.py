@@ -57,4 +57,4 @@ def test_curves_add_a_sharpness_panel_when_it_was_measured(tmp_path):
     run(compose_config([*TINY, "hyp=fb1", "hyp.steps=2"]), output_dir=str(tmp_path / "off"))
     with_panel = Image.open(plot_curves([str(tmp_path / "on")], str(tmp_path / "on.png")))
     without = Image.open(plot_curves([str(tmp_path / "off")], str(tmp_path / "off.png")))
-    assert with_panel.size[0] > 1.5 * without.size[0]
+    assert with_panel.size[0] > 1.4 * without.size[0]  # a third panel beside loss and accuracy

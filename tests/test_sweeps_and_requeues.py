@@ -65,6 +65,11 @@ def test_a_sweep_goes_on_past_failed_jobs_and_lists_them_at_the_end(tmp_path):
                                                                                "finished"]
     rows, _ = read_table(str(tmp_path / "tables" / "synthetic_resnet20.csv"))
     assert sorted(row["status"] for row in rows) == ["config_error", "diverged", "finished"]
+    from fullbatch.runtime import config_hash
+
+    failed = compose_config([*TINY, "name=sweep", "hyp=fb1", "hyp.steps=2", "hyp.warmup=0", "hyp.optim.lr=-1"])
+    [row] = [row for row in rows if row["status"] == "config_error"]
+    assert row["run_key"] == f"sweep/{config_hash(failed)}"  # a fixed rerun of that job replaces this row
 
 
 def test_reporting_a_finished_run_again_replaces_its_table_row(tmp_path):
@@ -143,6 +148,52 @@ def test_keep_holds_per_run_across_the_folders_of_its_requeues(tmp_path):
     assert len(glob.glob(str(tmp_path / "**" / "*.pt"), recursive=True)) == 3
 
 
+def test_a_fresh_run_beside_a_longer_one_keeps_the_checkpoints_it_writes(tmp_path):
+    for step in (900, 1000):  # an earlier run of the same config that got further
+        _checkpoint(tmp_path / "longer" / "checkpoints", step, "run", search_dir=str(tmp_path))
+    time.sleep(0.01)
+    written = _checkpoint(tmp_path / "fresh" / "checkpoints", 100, "run", search_dir=str(tmp_path))
+    assert os.path.exists(written)
+    _checkpoint(tmp_path / "fresh" / "checkpoints", 200, "run", search_dir=str(tmp_path))
+    assert sorted(step for step, _ in find_checkpoints([str(tmp_path)], "run")) == [100, 200]  # the newest written
+
+
+def test_a_start_up_error_removes_only_what_hydra_wrote(tmp_path, monkeypatch):
+    from fullbatch.outputs import discard_unused_run_folder
+
+    run_dir = tmp_path / "outputs" / "bad" / "2026-12-01" / "10-00-00-pid1"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / "train_with_gradient_descent.log").write_text("x")
+    (tmp_path / "outputs" / "bad" / "older-run").mkdir()
+    discard_unused_run_folder(str(run_dir), "train_with_gradient_descent.log")
+    assert not (tmp_path / "outputs" / "bad" / "2026-12-01").exists() and (tmp_path / "outputs" / "bad").exists()
+    mine = tmp_path / "mine"
+    (mine / ".hydra").mkdir(parents=True)
+    (mine / "notes.log").write_text("keep me")
+    monkeypatch.chdir(mine)  # hydra.run.dir=. : the working directory is never removed, nor its other files
+    discard_unused_run_folder(".", "train_with_gradient_descent.log")
+    assert (mine / "notes.log").read_text() == "keep me"
+
+
+def test_a_signal_while_the_outputs_are_written_ends_the_job_after_them(tmp_path, monkeypatch):
+    import signal
+
+    from fullbatch import outputs
+    from fullbatch.interruption import Stopped
+
+    original = outputs.record_table_row
+
+    def row_then_signal(*args):
+        original(*args)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(outputs, "record_table_row", row_then_signal)
+    with pytest.raises(Stopped, match="SIGTERM while the run wrote its outputs"):
+        run(compose_config([*TINY, "name=late", "hyp=fb1", "hyp.steps=1"]), output_dir=str(tmp_path / "late"))
+    assert json.load(open(tmp_path / "late" / "summary.json"))["status"] == "finished"
+    assert len(read_table(str(tmp_path / "tables" / "synthetic_resnet20.csv"))[0]) == 1
+
+
 def test_files_left_by_killed_writers_are_removed_once_stale(tmp_path):
     folder = tmp_path / "old" / "checkpoints"
     folder.mkdir(parents=True)
@@ -163,4 +214,5 @@ def test_the_training_loop_prunes_across_run_folders(tmp_path):
     run(compose_config(overrides), output_dir=str(tmp_path / "a"))
     run(compose_config(overrides), output_dir=str(tmp_path / "b"))
     markers = glob.glob(str(tmp_path / "**" / "checkpoints" / "*.json"), recursive=True)
-    assert len(markers) == 2 and all(marker.endswith("step-0000003.json") for marker in markers)
+    assert sorted(os.path.relpath(marker, tmp_path) for marker in markers) == [  # the two written last
+        os.path.join("b", "checkpoints", "step-0000002.json"), os.path.join("b", "checkpoints", "step-0000003.json")]

@@ -107,9 +107,10 @@ def load_device_dataset(data_cfg, seed, device, semi_stochastic=False, comm=None
     `device`."""
     device = torch.device(device)
     (train_x, train_y), (test_x, test_y) = _load_arrays(data_cfg)
-    subset, seed, classes = data_cfg.subset, data_cfg.subset_seed, data_cfg.classes
-    train_x, train_y = take_subset(train_x, train_y, data_cfg.size, subset, classes, seed, "data.size")
-    test_x, test_y = take_subset(test_x, test_y, data_cfg.test_size, subset, classes, seed + 1, "data.test_size")
+    subset, subset_seed, classes = data_cfg.subset, data_cfg.subset_seed, data_cfg.classes
+    train_x, train_y = take_subset(train_x, train_y, data_cfg.size, subset, classes, subset_seed, "data.size")
+    test_x, test_y = take_subset(test_x, test_y, data_cfg.test_size, subset, classes, subset_seed + 1,
+                                 "data.test_size")
     _check_arrays(f"{data_cfg.name} training set", train_x, train_y, data_cfg.classes, data_cfg.image_size)
     _check_arrays(f"{data_cfg.name} validation set", test_x, test_y, data_cfg.classes, data_cfg.image_size)
     rounds = 1

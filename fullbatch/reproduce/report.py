@@ -196,7 +196,7 @@ def write_report(root, scale, rows, seeds, command, report_dir=None, device="aut
         final = _mean_std(_accuracies(ended)) + (f" ({', '.join(statuses)})" if statuses else "")
         lines.append(
             f"| {row.label} |  | {final} | {_mean_std(_accuracies(ended, 'best_val_acc'))} | {len(ended)} | "
-            f"{ended[0]['steps']} | {statistics.fmean(seconds):.3g} | "
+            f"{ended[0]['steps']} | {f'{statistics.fmean(seconds):.3g}' if seconds else ''} | "
             f"{statistics.fmean(s['wall_time'] for s in ended):.0f} | "
             f"{rise.get(row.label, float('nan')):.3g} | {ended[0]['device']} | {str(ended[0]['git_revision'])[:8]} |")
     spread = {True: "larger than the seed-to-seed spread", False: "within the seed-to-seed spread",

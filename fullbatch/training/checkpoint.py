@@ -53,8 +53,11 @@ def save_checkpoint(state, folder, step, config_hash, keep, search_dir=None):
         log.error(f"Could not write checkpoint {path} ({error}); earlier checkpoints are kept, training goes on")
         return None
     folders = [os.path.dirname(folder)] + ([search_dir] if search_dir else [])
-    for _, old in find_checkpoints(folders, config_hash, warn=False)[keep:]:
-        _remove(old, old[:-3] + ".json")
+    newest_written = sorted(find_checkpoints(folders, config_hash, warn=False, with_times=True),
+                            key=lambda found: found[2], reverse=True)  # by when, not by step: a fresh run
+    for _, old, _ in newest_written[keep:]:                          # beside a longer one keeps its own
+        if old != os.path.abspath(path):
+            _remove(old, old[:-3] + ".json")
     remove_stale_files(folders)
     return path
 
@@ -107,9 +110,9 @@ def read_marker(checkpoint_path):
     return marker
 
 
-def find_checkpoints(folders, config_hash, warn=True):
-    """(step, path) of the complete checkpoints below `folders` written for `config_hash`, newest first; a
-    damaged marker is skipped (with a warning if `warn`)."""
+def find_checkpoints(folders, config_hash, warn=True, with_times=False):
+    """(step, path) of the complete checkpoints below `folders` written for `config_hash`, newest step first
+    ((step, path, marker time) with `with_times`); a damaged marker is skipped (with a warning if `warn`)."""
     found = {}
     for folder in folders:
         pattern = os.path.join(glob.escape(folder), "**", "checkpoints", "step-*.json")
@@ -124,7 +127,8 @@ def find_checkpoints(folders, config_hash, warn=True):
                     found[checkpoint] = (marker["step"], os.path.getmtime(marker_path))
                 except OSError:  # removed meanwhile by a concurrent run of the same config
                     continue
-    return [(step, path) for path, (step, _) in sorted(found.items(), key=lambda item: item[1], reverse=True)]
+    ordered = sorted(found.items(), key=lambda item: item[1], reverse=True)
+    return [(step, path, when) if with_times else (step, path) for path, (step, when) in ordered]
 
 
 def checkpoint_candidates(search_dir, config_hash):

@@ -9,8 +9,21 @@ from fullbatch.outputs import compact_overrides
 
 
 def read_metrics(run_dir):
+    """The rows of metrics.jsonl, as one increasing sequence of steps: a run resumed in its own folder repeats
+    the steps after its checkpoint, and the later rows are the ones that count. A line cut short by a kill or
+    a full disk is skipped."""
+    rows = []
     with open(os.path.join(run_dir, "metrics.jsonl")) as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        for line in handle:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int):
+                while rows and rows[-1]["step"] >= row["step"]:
+                    rows.pop()
+                rows.append(row)
+    return rows
 
 
 def read_summary(run_dir):
