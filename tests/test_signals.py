@@ -46,9 +46,13 @@ def test_a_signal_during_start_up_exits_4_with_one_line(tmp_path, sig):
 
 def test_a_second_signal_stops_at_once_with_exit_4_and_the_run_continues(tmp_path):
     overrides = [*TINY, "name=twice", "hyp=fb1", "hyp.steps=400", "impl.checkpoint.save_every_nth_step=1",
-                 "data.size=4096"]  # steps of a second or more: the second signal arrives within one
+                 "data.size=2048"]  # steps of about a second: both signals arrive within one
     process = _start(overrides, tmp_path)
-    _wait_for_steps(tmp_path, "twice", 2)
+    metrics = _wait_for_steps(tmp_path, "twice", 2)
+    second_done = time.time()
+    _wait_for_steps(tmp_path, "twice", 3)
+    step_seconds = time.time() - second_done
+    time.sleep(step_seconds / 3)  # inside step 4, not in the checkpoint write at the end of step 3
     process.send_signal(signal.SIGTERM)
     time.sleep(0.05)  # a second signal of another kind: two pending ones of one kind would merge into one
     process.send_signal(signal.SIGINT)
@@ -56,7 +60,8 @@ def test_a_second_signal_stops_at_once_with_exit_4_and_the_run_continues(tmp_pat
     assert process.returncode == 4, stderr[-2000:]
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines() == ["fullbatch: second signal (SIGINT after SIGTERM): stopped at once; run "
-                                           "the same command again to continue from the last checkpoint"]
+                                           "the same command again to continue from the last checkpoint"], \
+        (step_seconds, len(open(metrics).read().splitlines()))
     assert status_main([str(tmp_path / "outputs" / "twice")]) == 4
 
 
