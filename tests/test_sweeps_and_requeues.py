@@ -22,13 +22,14 @@ def _summaries(root, name):
     return sorted((json.load(open(path)) for path in paths), key=lambda summary: summary["output_dir"])
 
 
-@pytest.mark.parametrize("env, ending", [({"SLURM_JOB_ID": "4242"}, "-job4242"), ({}, f"-pid{os.getpid()}")])
+@pytest.mark.parametrize("env, ending", [({"SLURM_JOB_ID": "4242"}, "-job4242"), ({}, "-pid{pid}")],
+                         ids=["slurm", "elsewhere"])
 def test_run_folders_carry_the_job_id_or_the_process_id(monkeypatch, env, ending):
     for key in ("SLURM_JOB_ID", "TORCHELASTIC_RUN_ID", "WORLD_SIZE"):
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    assert run_stamp().endswith(ending)
+    assert run_stamp().endswith(ending.format(pid=os.getpid()))
 
 
 def test_torchrun_ranks_share_a_folder_even_with_the_default_run_id(monkeypatch):
