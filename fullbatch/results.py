@@ -45,14 +45,15 @@ def _number(text):
     return value if math.isfinite(value) else None
 
 
-def mean_std(values):
-    """'mean +- std' in percent (std over seeds, n-1), or the single value, or '' without values."""
+def mean_std(values, scale=100):
+    """'mean +- std' of fractions in percent (std over seeds, n-1), or the single value, or '' without values;
+    `scale=1` for values that are percentages already."""
     if not values:
         return ""
-    mean = 100 * statistics.fmean(values)
+    mean = scale * statistics.fmean(values)
     if len(values) == 1:
         return f"{mean:.2f}"
-    return f"{mean:.2f} ± {100 * statistics.stdev(values):.2f}"
+    return f"{mean:.2f} ± {scale * statistics.stdev(values):.2f}"
 
 
 def group(rows, include_dryruns=False):

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from fullbatch.files import atomic_write  # noqa: E402
 from fullbatch.reproduce.runner import run_folder  # noqa: E402
+from fullbatch.results import mean_std  # noqa: E402
 from fullbatch.visualization.curves import save_figure  # noqa: E402
 from fullbatch.visualization.runs import joined_metrics, read_summary  # noqa: E402
 
@@ -35,14 +36,6 @@ def collect(root, scale, rows, seeds):
 
 def _accuracies(summaries, key="final_val_acc"):
     return [100 * s[key] for s in summaries if isinstance(s.get(key), (int, float))]
-
-
-def _mean_std(values):
-    if not values:
-        return ""
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
 def write_csv(path, rows, results, root="."):
@@ -193,12 +186,12 @@ def write_report(root, scale, rows, seeds, command, report_dir=None, device="aut
             continue
         seconds = [s["seconds_per_step"] for s in ended if s.get("seconds_per_step")]
         statuses = sorted({s["status"] for s in ended} - {"finished"})
-        final = _mean_std(_accuracies(ended)) + (f" ({', '.join(statuses)})" if statuses else "")
+        final = mean_std(_accuracies(ended), scale=1) + (f" ({', '.join(statuses)})" if statuses else "")
         lines.append(
-            f"| {row.label} |  | {final} | {_mean_std(_accuracies(ended, 'best_val_acc'))} | {len(ended)} | "
+            f"| {row.label} |  | {final} | {mean_std(_accuracies(ended, 'best_val_acc'), scale=1)} | {len(ended)} | "
             f"{ended[0]['steps']} | {f'{statistics.fmean(seconds):.3g}' if seconds else ''} | "
             f"{statistics.fmean(s['wall_time'] for s in ended):.0f} | "
-            f"{rise.get(row.label, float('nan')):.3g} | {ended[0]['device']} | {str(ended[0]['git_revision'])[:8]} |")
+            f"{f'{rise[row.label]:.3g}' if row.label in rise else ''} | {ended[0]['device']} | {str(ended[0]['git_revision'])[:8]} |")
     spread = {True: "larger than the seed-to-seed spread", False: "within the seed-to-seed spread",
               None: "a single seed: no spread to compare with"}
     comparison = [f"- {row.label} vs {baseline}: {diff:+.2f} points, {spread[apart]}"

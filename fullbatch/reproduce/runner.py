@@ -1,16 +1,16 @@
 """Runs the rows of a scale as ordinary training runs (fullbatch.train.run, the entry script's function), one
 folder per row and seed, so that running the same command again skips what finished and resumes what was
 stopped from its checkpoint."""
-import json
 import logging
 import os
 import shlex
 
 from fullbatch.paths import compose_config
 from fullbatch.reproduce.scales import row_overrides
+from fullbatch.results import FINISHED
+from fullbatch.visualization.runs import read_summary
 
 log = logging.getLogger("fullbatch")
-FINISHED = ("finished", "stopped_at_full_training_accuracy")
 
 
 def run_folder(root, scale, row, seed):
@@ -35,11 +35,8 @@ def command_line(root, scale, row, seed, extra=()):
 
 
 def finished_summary(folder):
-    try:
-        with open(os.path.join(folder, "summary.json")) as handle:
-            summary = json.load(handle)
-    except (OSError, ValueError):
-        return None
+    """The summary of a run that ended (finished or diverged: running it again would give the same), else None."""
+    summary = read_summary(folder)
     return summary if summary.get("status") in FINISHED + ("diverged",) else None
 
 
