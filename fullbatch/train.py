@@ -101,7 +101,8 @@ def _run(cfg, output_dir, context, comm):
     if comm.is_main:
         _check_writable(output_dir, "hydra.run.dir")
         _check_writable(tables, "tables")
-    started = time.time()
+    # the commit is read when the run starts: a commit made while it trains is not the code it ran
+    start = dict(time=time.time(), revision=outputs.git_revision(os.path.dirname(os.path.abspath(__file__))))
     identity = config_hash(cfg)
     trainer = build_trainer(cfg, comm)
     resume_path = restore(trainer, cfg.impl.checkpoint, identity)
@@ -116,7 +117,7 @@ def _run(cfg, output_dir, context, comm):
         finally:
             if metrics:
                 metrics.close()
-        summary = _summary(cfg, trainer, outcome, started, output_dir, context, resume_path, identity)
+        summary = _summary(cfg, trainer, outcome, start, output_dir, context, resume_path, identity)
         if comm.is_main:
             _write_outputs(cfg, trainer, outcome, summary, output_dir, tables)
     if stop_request.signal and outcome.status != "preempted":  # it came after the last step: outputs are done
@@ -158,15 +159,15 @@ def _device_name(device):
     return f"cpu ({platform.processor() or platform.machine()})"
 
 
-def _summary(cfg, trainer, outcome, started, output_dir, context, resume_path, identity):
+def _summary(cfg, trainer, outcome, start, output_dir, context, resume_path, identity):
     last = outcome.last
     return dict(
         status=outcome.status, name=cfg.name, config_hash=identity, steps=trainer.step, final_val_acc=last.get("val_acc"),
         final_val_loss=last.get("val_loss"), best_val_acc=trainer.best_val_acc,
         final_train_loss=last.get("train_loss"), final_train_acc=last.get("train_acc"),
-        last_finite_step=outcome.last_finite, lr_restores=outcome.restores, wall_time=time.time() - started,
+        last_finite_step=outcome.last_finite, lr_restores=outcome.restores, wall_time=time.time() - start["time"],
         seconds_per_step=outcome.seconds_per_step, finished_at=time.strftime("%Y-%m-%d %H:%M:%S"),
         device=_device_name(trainer.device), world_size=trainer.comm.world_size, torch_version=torch.__version__,
-        git_revision=outputs.git_revision(os.path.dirname(os.path.abspath(__file__))), resumed_from=resume_path,
+        git_revision=start["revision"], resumed_from=resume_path,
         output_dir=os.path.abspath(output_dir), choices=context["choices"], overrides=context["overrides"],
         config=OmegaConf.to_container(cfg, resolve=True))

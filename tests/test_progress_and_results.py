@@ -99,3 +99,21 @@ def test_results_command_reads_tables_and_run_folders(tmp_path, capsys):
     assert from_table == from_folders and "| res | hyp=fb1 | 2 | " in from_table
     assert len(rows_from([str(tmp_path / "outputs")])) == 2
     assert results_main([str(tmp_path / "missing.csv")]) == 2
+
+
+def test_a_run_records_the_commit_it_started_from_not_one_made_while_it_trained(tmp_path, monkeypatch):
+    from conftest import compose_config
+    from fullbatch import outputs, train
+    from fullbatch.train import run
+
+    head = {"commit": "commit-at-start"}
+    monkeypatch.setattr(outputs, "git_revision", lambda folder: head["commit"])
+    original_loop = train.train_loop
+
+    def commit_while_training(*args, **kwargs):
+        head["commit"] = "commit-made-later"
+        return original_loop(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_loop", commit_while_training)
+    summary = run(compose_config([*TINY, "name=rev", "hyp=fb1", "hyp.steps=1"]), output_dir=str(tmp_path / "rev"))
+    assert summary["git_revision"] == "commit-at-start"

@@ -11,6 +11,7 @@ from conftest import compose_config
 from fullbatch.data.subsets import balanced_indices, take_subset
 from fullbatch.errors import ConfigError
 from fullbatch.reproduce.__main__ import main as reproduce
+from fullbatch.reproduce.report import comparisons, ladder
 from fullbatch.reproduce.runner import run_folder
 from fullbatch.reproduce.scales import ROWS, SCALES, row_overrides
 
@@ -109,3 +110,18 @@ def test_the_smoke_scale_runs_resumes_an_interrupted_row_and_reports(tmp_path, c
     listing = capsys.readouterr().out
     assert listing.count("python train_with_gradient_descent.py") == 2 and "GPU-hours" in listing
     assert "data.db.rounds=10" in listing
+
+
+def test_rows_are_compared_with_sgd_and_with_the_row_before_against_the_seed_spread():
+    rows = SCALES["micro"].rows()
+    accuracies = {"sgd": (0.20, 0.40), "fb": (0.20, 0.22), "fb_longer": (0.37, 0.39), "fb_clip": (0.40, 0.42),
+                  "fb_reg": (0.41,), "sgd_noaug": (0.30, 0.32), "fb_noaug": (0.10, 0.12)}
+    results = {name: [{"final_val_acc": value} for value in values] for name, values in accuracies.items()}
+    against_sgd = {row.name: (label, round(diff, 6), apart) for row, label, diff, apart in comparisons(rows, results)}
+    assert against_sgd == {"fb": ("Baseline SGD", -9.0, False),  # 20-22 overlaps SGD's 20-40
+                           "fb_longer": ("Baseline SGD", 8.0, False), "fb_clip": ("Baseline SGD", 11.0, False),
+                           "fb_reg": ("Baseline SGD", 11.0, None),  # one seed: no spread
+                           "fb_noaug": ("Baseline SGD (no augmentation)", -20.0, True)}
+    steps = {row.name: (label, round(diff, 6), apart) for row, label, diff, apart in ladder(rows, results)}
+    assert steps == {"fb_longer": ("Baseline FB", 17.0, True), "fb_clip": ("FB train longer", 3.0, True),
+                     "fb_reg": ("FB clipped", 0.0, None)}  # Baseline FB is compared with SGD above, not here

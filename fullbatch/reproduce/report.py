@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from fullbatch.files import atomic_write  # noqa: E402
 from fullbatch.reproduce.runner import run_folder  # noqa: E402
 from fullbatch.results import mean_std  # noqa: E402
-from fullbatch.visualization.curves import save_figure  # noqa: E402
+from fullbatch.visualization.curves import plain_log_axis, save_figure  # noqa: E402
 from fullbatch.visualization.runs import joined_metrics, read_summary  # noqa: E402
 
 log = logging.getLogger("fullbatch")
@@ -54,23 +54,43 @@ def write_csv(path, rows, results, root="."):
     atomic_write(path, write, mode="w")
 
 
-def comparisons(rows, results):
-    """Each row against the Baseline SGD row of its half (with / without augmentation): the difference of the
-    means, and whether it is larger than the seed-to-seed spread (the seeds' accuracy ranges do not overlap;
-    None with a single seed on either side, where there is no spread to compare with)."""
+def _against(rows, results, reference):
+    """(row, reference label, difference of the mean final accuracies, apart) for each row with a reference row
+    (`reference(row, rows)` gives its name or None); apart: the seeds' accuracy ranges do not overlap, None with
+    a single seed on either side, where there is no spread to compare with."""
     labels = {row.name: row.label for row in rows}
     lines = []
     for row in rows:
-        baseline = "sgd" if row.augmented else "sgd_noaug"
-        if row.name == baseline or row.name not in results or baseline not in results:
+        other = reference(row, rows)
+        if other is None or row.name not in results or other not in results:
             continue
-        mine, theirs = _accuracies(results[row.name]), _accuracies(results[baseline])
+        mine, theirs = _accuracies(results[row.name]), _accuracies(results[other])
         if not mine or not theirs:
             continue
         difference = statistics.fmean(mine) - statistics.fmean(theirs)
         apart = None if min(len(mine), len(theirs)) < 2 else (min(mine) > max(theirs) or max(mine) < min(theirs))
-        lines.append((row, labels.get(baseline, baseline), difference, apart))
+        lines.append((row, labels.get(other, other), difference, apart))
     return lines
+
+
+def comparisons(rows, results):
+    """Each row against the Baseline SGD row of its half (with / without augmentation)."""
+    def baseline(row, rows):
+        name = "sgd" if row.augmented else "sgd_noaug"
+        return None if row.name == name else name
+
+    return _against(rows, results, baseline)
+
+
+def ladder(rows, results):
+    """Each full-batch row against the one before it in its half, from FB train longer on: what each of the
+    paper's changes (longer, clipped, regularized, smaller blocks, shuffled blocks) did here."""
+    def previous(row, rows):
+        half = [other.name for other in rows if other.augmented == row.augmented and not other.optional]
+        position = half.index(row.name) if row.name in half else -1
+        return half[position - 1] if position >= 2 else None
+
+    return _against(rows, results, previous)
 
 
 MATCH_SGD = ("fb_clip", "fb_reg", "fb_strong", "fb_practice", "fb_reg_noaug", "fb_strong_noaug")
@@ -103,14 +123,14 @@ def summary_sentences(rows, results):
 
 def accuracy_figure(path, rows, results):
     names = [row for row in rows if row.name in results]
-    figure, axis = plt.subplots(figsize=(7, 0.35 * len(names) + 1.2))
+    figure, axis = plt.subplots(figsize=(7.5, 0.35 * len(names) + 1.2))
     for position, row in enumerate(names):
         values = _accuracies(results[row.name])
         if values:
             axis.barh(position, statistics.fmean(values), color="tab:blue" if row.augmented else "tab:orange")
             axis.plot(values, [position] * len(values), "k.", markersize=5)
-    axis.set(yticks=range(len(names)), yticklabels=[row.label for row in names], xlabel="final validation accuracy (%)",
-             title="validation accuracy per row (bars: mean over seeds, dots: seeds)")
+    axis.set(yticks=range(len(names)), yticklabels=[row.label for row in names],
+             xlabel="final validation accuracy (%); bars: mean over seeds, dots: seeds")
     axis.invert_yaxis()
     figure.tight_layout()
     return save_figure(figure, path)
@@ -135,7 +155,7 @@ def curves_figure(path, root, scale, rows):
         if clipped:
             axis.scatter(*zip(*clipped), marker="x", s=10, color="black", zorder=3, label="clipped step")
         axis.set_title(row.label, fontsize=8)
-        axis.set_yscale("log")
+        plain_log_axis(axis)
         axis.tick_params(labelsize=7)
     for axis in list(axes.flat)[len(full_batch):]:
         axis.set_visible(False)
@@ -162,10 +182,32 @@ def landscape_figure(report_dir, root, scale, rows, device="auto", extra=()):
                           f"impl.device={device}", *impl], config_name="crunch")
     data_dir = os.path.join(root, "outputs", "reproduce", scale.name, "landscape")
     data = crunch(cfg, data_dir)
-    from fullbatch.visualization.plots import plot_saved
+    rise = {label: values["loss_increase"] for label, values in flatness(data, cfg.viz.flatness_radius).items()}
+    _landscape_panels(os.path.join(report_dir, "landscape.png"), data, ended, rise, cfg.viz.flatness_radius)
+    return rise
 
-    plot_saved(os.path.join(data_dir, "landscape.npz"), os.path.join(report_dir, "landscape.png"))
-    return {label: values["loss_increase"] for label, values in flatness(data, cfg.viz.flatness_radius).items()}
+
+def _landscape_panels(path, data, rows, rise, radius):
+    """Train loss along the direction, one panel per half (with / without augmentation), one colour per row, the
+    flatness number in each legend entry: 13 overlaid models with validation curves would not be readable."""
+    halves = [[row for row in rows if row.augmented], [row for row in rows if not row.augmented]]
+    halves = [half for half in halves if half]
+    figure, axes = plt.subplots(1, len(halves), figsize=(6.2 * len(halves), 4.4), squeeze=False)
+    index = {str(label): position for position, label in enumerate(data["labels"])}
+    for axis, half in zip(axes[0], halves):
+        colours = plt.get_cmap("tab10")
+        for number, row in enumerate(half):
+            axis.plot(data["alphas"], data["train_loss"][index[row.label]], color=colours(number),
+                      label=f"{row.label}: +{rise[row.label]:.3g}")
+        axis.set(xlabel="distance along the filter-normalised direction", ylabel="train loss (cross-entropy)",
+                 title="with augmentation" if half[0].augmented else "without augmentation")
+        plain_log_axis(axis)
+        axis.legend(fontsize=7, title=f"train-loss rise at distance {radius}", title_fontsize=7)
+    figure.suptitle("1-D loss landscapes of each row's final model (seed 0); one random direction, drawn from one seed "
+                    "and filter-normalised per model",
+                    fontsize=10)
+    figure.tight_layout()
+    return save_figure(figure, path)
 
 
 def write_report(root, scale, rows, seeds, command, report_dir=None, device="auto", landscapes=True, extra=()):
@@ -178,7 +220,7 @@ def write_report(root, scale, rows, seeds, command, report_dir=None, device="aut
     rise = landscape_figure(report_dir, root, scale, rows, device, extra) if landscapes else {}
     lines = [f"# Reproduction at scale `{scale.name}`", "", f"{scale.description}.", "",
              f"Command: `{command}`", "", "| row | paper | final val. acc. (%) | best val. acc. (%) | seeds | steps | "
-             "s/step | wall time (s) | flatness | device | commit |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "s/step (with validation) | wall time (s) | flatness | device | commit |", "|---" * 11 + "|"]
     for row in rows:
         ended = results.get(row.name, [])
         if not ended:
@@ -196,9 +238,13 @@ def write_report(root, scale, rows, seeds, command, report_dir=None, device="aut
               None: "a single seed: no spread to compare with"}
     comparison = [f"- {row.label} vs {baseline}: {diff:+.2f} points, {spread[apart]}"
                   for row, baseline, diff, apart in comparisons(rows, results)]
+    steps = [f"- {row.label} vs {before}: {diff:+.2f} points, {spread[apart]}"
+             for row, before, diff, apart in ladder(rows, results)]
     lines += ["", summary_sentences(rows, results), "", PAPER_NOTE, "",
               "Each row against the Baseline SGD row of its half (larger than the spread: the seeds' accuracy "
               "ranges do not overlap):", *comparison, "",
+              "Each full-batch row against the row before it (one of the paper's changes at a time):", *steps, "",
+              "s/step: the run's mean wall time per step, its validations on the test set included. "
               "Flatness: the train-loss rise at distance 0.5 along the row's filter-normalised direction "
               "(`landscape.png`). Figures: `accuracy.png`, `curves.png`, `landscape.png` (and PDFs)."]
     atomic_write(os.path.join(report_dir, "README.md"), lambda handle: handle.write("\n".join(lines) + "\n"), mode="w")

@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import LogFormatter  # noqa: E402
 
 from fullbatch.visualization.runs import distinguishing_labels, joined_metrics, newest_of_chains  # noqa: E402
 
@@ -20,6 +21,21 @@ def _values(rows, key, scale=1.0):
     points = [(row["step"], scale * row[key]) for row in rows if isinstance(row.get(key), (int, float))
               and not isinstance(row.get(key), bool)]
     return [p[0] for p in points], [p[1] for p in points]
+
+
+class _PlainLogFormatter(LogFormatter):
+    """Matplotlib's choice of which log ticks to label, written as plain numbers (0.3, 2) not 3e-01 or 2x10^0."""
+
+    def __call__(self, value, pos=None):
+        return f"{value:g}" if super().__call__(value, pos) else ""
+
+
+def plain_log_axis(axis, which="y"):
+    """A log scale whose ticks read as plain numbers; minor ticks are labelled only over short spans."""
+    getattr(axis, f"set_{which}scale")("log")
+    ticks = getattr(axis, f"{which}axis")
+    ticks.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
+    ticks.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
 
 
 def save_figure(figure, out):
@@ -54,7 +70,8 @@ def plot_curves(run_dirs, out, title=None):
             eigen, = axes[0][2].plot(*_values(rows, "top_eigenvalue"), "o-", markersize=3, color=color,
                                      label=f"{label}: top Hessian eigenvalue")
             axes[0][2].plot(*_values(rows, "two_over_lr"), "--", color=eigen.get_color(), label=f"{label}: 2 / lr")
-    loss_axis.set(xlabel="step", ylabel="cross-entropy", yscale="log", title="loss")
+    loss_axis.set(xlabel="step", ylabel="cross-entropy", title="loss")
+    plain_log_axis(loss_axis)
     acc_axis.set(xlabel="step", ylabel="accuracy (%)", ylim=(0, 100), title="accuracy")
     for axis in axes[0][:2]:
         axis.legend(fontsize=7)

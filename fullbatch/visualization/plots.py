@@ -12,13 +12,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from fullbatch.visualization.curves import save_figure  # noqa: E402
+from fullbatch.visualization.curves import plain_log_axis, save_figure  # noqa: E402
 from fullbatch.visualization.flatness import flatness  # noqa: E402
 
 QUANTITIES = ("train_loss", "train_acc", "val_loss", "val_acc")
-PLAIN = FuncFormatter(lambda value, _: f"{value:g}")  # log-axis ticks as 0.5, 2, 3 rather than 2x10^0
 
 
 def _saved_config(data):
@@ -50,9 +48,8 @@ def plot_1d(data, path):
         loss_axis.plot(alphas, data["val_loss"][index], "--", color=line.get_color(), label=f"{label} (validation)")
         acc_axis.plot(alphas, 100 * data["train_acc"][index], color=line.get_color(), label=f"{label} (train)")
         acc_axis.plot(alphas, 100 * data["val_acc"][index], "--", color=line.get_color(), label=f"{label} (validation)")
-    loss_axis.set(xlabel="distance along the normalized direction", ylabel="cross-entropy", yscale="log")
-    loss_axis.yaxis.set_major_formatter(PLAIN)
-    loss_axis.yaxis.set_minor_formatter(PLAIN)
+    loss_axis.set(xlabel="distance along the normalized direction", ylabel="cross-entropy")
+    plain_log_axis(loss_axis)
     acc_axis.set(xlabel="distance along the normalized direction", ylabel="accuracy (%)", ylim=(0, 100))
     loss_axis.legend(fontsize=7, title=f"flatness: train-loss rise at distance {radius}", title_fontsize=7)
     acc_axis.legend(fontsize=7)
