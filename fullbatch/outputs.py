@@ -1,5 +1,6 @@
 """What a run leaves behind: metrics.jsonl, summary.json, model.pt and a row in tables/<template>.csv."""
 import csv
+import functools
 import json
 import math
 import os
@@ -86,7 +87,10 @@ def write_json(path, content):
     atomic_write(path, lambda handle: json.dump(_plain(content), handle, indent=2, default=str), mode="w")
 
 
+@functools.lru_cache(maxsize=None)
 def git_revision(folder):
+    """The commit checked out in `folder`, read once per process: a process keeps running the code it loaded,
+    whatever is committed later."""
     try:
         result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):

@@ -101,7 +101,7 @@ def _run(cfg, output_dir, context, comm):
     if comm.is_main:
         _check_writable(output_dir, "hydra.run.dir")
         _check_writable(tables, "tables")
-    # the commit is read when the run starts: a commit made while it trains is not the code it ran
+    # the commit is read before training (and once per process): one made while it trains is not the code it ran
     start = dict(time=time.time(), revision=outputs.git_revision(os.path.dirname(os.path.abspath(__file__))))
     identity = config_hash(cfg)
     trainer = build_trainer(cfg, comm)

@@ -117,3 +117,18 @@ def test_a_run_records_the_commit_it_started_from_not_one_made_while_it_trained(
     monkeypatch.setattr(train, "train_loop", commit_while_training)
     summary = run(compose_config([*TINY, "name=rev", "hyp=fb1", "hyp.steps=1"]), output_dir=str(tmp_path / "rev"))
     assert summary["git_revision"] == "commit-at-start"
+
+
+def test_the_commit_is_read_once_per_process_as_the_process_keeps_the_code_it_loaded(tmp_path):
+    from fullbatch import outputs
+
+    def commit(message):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m",
+                        message], cwd=tmp_path, check=True)
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    first = commit("first")
+    assert outputs.git_revision(str(tmp_path)) == first
+    later = commit("made while the process runs")
+    assert later != first and outputs.git_revision(str(tmp_path)) == first

@@ -243,9 +243,12 @@ def write_report(root, scale, rows, seeds, command, report_dir=None, device="aut
     lines += ["", summary_sentences(rows, results), "", PAPER_NOTE, "",
               "Each row against the Baseline SGD row of its half (larger than the spread: the seeds' accuracy "
               "ranges do not overlap):", *comparison, "",
-              "Each full-batch row against the row before it (one of the paper's changes at a time):", *steps, "",
-              "s/step: the run's mean wall time per step, its validations on the test set included. "
-              "Flatness: the train-loss rise at distance 0.5 along the row's filter-normalised direction "
+              "Each full-batch row against the row before it in the paper's table (a row may change more than "
+              "one setting: FB train longer also raises the lr; the presets in config/hyp/ say what each "
+              "row sets):", *steps, "",
+              "Validation accuracy is measured on the test set; \"best\" is the best of the validations. "
+              "s/step: the run's mean wall time per step, its validations included; Baseline SGD's steps and "
+              "s/step count epochs. Flatness (seed-0 model): the train-loss rise at distance 0.5 along the row's filter-normalised direction "
               "(`landscape.png`). Figures: `accuracy.png`, `curves.png`, `landscape.png` (and PDFs)."]
     atomic_write(os.path.join(report_dir, "README.md"), lambda handle: handle.write("\n".join(lines) + "\n"), mode="w")
     log.info(f"Report written to {report_dir}")
