@@ -54,14 +54,14 @@ def write_csv(path, rows, results, root="."):
     atomic_write(path, write, mode="w")
 
 
-def _against(rows, results, reference):
-    """(row, reference label, difference of the mean final accuracies, apart) for each row with a reference row
-    (`reference(row, rows)` gives its name or None); apart: the seeds' accuracy ranges do not overlap, None with
-    a single seed on either side, where there is no spread to compare with."""
+def _against(rows, results, references):
+    """(row, reference label, difference of the mean final accuracies, apart) for each row named in `references`
+    ({row name: the name of the row it is compared with}); apart: the seeds' accuracy ranges do not overlap, None
+    with a single seed on either side, where there is no spread to compare with."""
     labels = {row.name: row.label for row in rows}
     lines = []
     for row in rows:
-        other = reference(row, rows)
+        other = references.get(row.name)
         if other is None or row.name not in results or other not in results:
             continue
         mine, theirs = _accuracies(results[row.name]), _accuracies(results[other])
@@ -75,22 +75,19 @@ def _against(rows, results, reference):
 
 def comparisons(rows, results):
     """Each row against the Baseline SGD row of its half (with / without augmentation)."""
-    def baseline(row, rows):
-        name = "sgd" if row.augmented else "sgd_noaug"
-        return None if row.name == name else name
-
-    return _against(rows, results, baseline)
+    baseline = {True: "sgd", False: "sgd_noaug"}
+    return _against(rows, results, {row.name: baseline[row.augmented] for row in rows
+                                    if row.name != baseline[row.augmented]})
 
 
 def ladder(rows, results):
     """Each full-batch row against the one before it in its half, from FB train longer on: what each of the
-    paper's changes (longer, clipped, regularized, smaller blocks, shuffled blocks) did here."""
-    def previous(row, rows):
-        half = [other.name for other in rows if other.augmented == row.augmented and not other.optional]
-        position = half.index(row.name) if row.name in half else -1
-        return half[position - 1] if position >= 2 else None
-
-    return _against(rows, results, previous)
+    paper's rows (longer, clipped, regularized, smaller blocks, shuffled blocks) changed here."""
+    references = {}
+    for augmented in (True, False):
+        half = [row.name for row in rows if row.augmented == augmented and not row.optional]
+        references.update(zip(half[2:], half[1:]))
+    return _against(rows, results, references)
 
 
 MATCH_SGD = ("fb_clip", "fb_reg", "fb_strong", "fb_practice", "fb_reg_noaug", "fb_strong_noaug")
@@ -194,8 +191,8 @@ def _landscape_panels(path, data, rows, rise, radius):
     halves = [half for half in halves if half]
     figure, axes = plt.subplots(1, len(halves), figsize=(6.2 * len(halves), 4.4), squeeze=False)
     index = {str(label): position for position, label in enumerate(data["labels"])}
+    colours = plt.get_cmap("tab10")
     for axis, half in zip(axes[0], halves):
-        colours = plt.get_cmap("tab10")
         for number, row in enumerate(half):
             axis.plot(data["alphas"], data["train_loss"][index[row.label]], color=colours(number),
                       label=f"{row.label}: +{rise[row.label]:.3g}")
@@ -203,9 +200,8 @@ def _landscape_panels(path, data, rows, rise, radius):
                  title="with augmentation" if half[0].augmented else "without augmentation")
         plain_log_axis(axis)
         axis.legend(fontsize=7, title=f"train-loss rise at distance {radius}", title_fontsize=7)
-    figure.suptitle("1-D loss landscapes of each row's final model (seed 0); one random direction, drawn from one seed "
-                    "and filter-normalised per model",
-                    fontsize=10)
+    figure.suptitle("1-D loss landscapes of each row's final model (seed 0); one random direction, drawn from one "
+                    "seed and filter-normalised per model", fontsize=10)
     figure.tight_layout()
     return save_figure(figure, path)
 
@@ -248,8 +244,8 @@ def write_report(root, scale, rows, seeds, command, report_dir=None, device="aut
               "row sets):", *steps, "",
               "Validation accuracy is measured on the test set; \"best\" is the best of the validations. "
               "s/step: the run's mean wall time per step, its validations included; Baseline SGD's steps and "
-              "s/step count epochs. Flatness (seed-0 model): the train-loss rise at distance 0.5 along the row's filter-normalised direction "
-              "(`landscape.png`). Figures: `accuracy.png`, `curves.png`, `landscape.png` (and PDFs)."]
+              "s/step count epochs. Flatness (seed-0 model): the train-loss rise at distance 0.5 along the row's "
+              "filter-normalised direction (`landscape.png`). Figures: `accuracy.png`, `curves.png`, `landscape.png` (and PDFs)."]
     atomic_write(os.path.join(report_dir, "README.md"), lambda handle: handle.write("\n".join(lines) + "\n"), mode="w")
     log.info(f"Report written to {report_dir}")
     return report_dir

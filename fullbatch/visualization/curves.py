@@ -30,12 +30,11 @@ class _PlainLogFormatter(LogFormatter):
         return f"{value:g}" if super().__call__(value, pos) else ""
 
 
-def plain_log_axis(axis, which="y"):
-    """A log scale whose ticks read as plain numbers; minor ticks are labelled only over short spans."""
-    getattr(axis, f"set_{which}scale")("log")
-    ticks = getattr(axis, f"{which}axis")
-    ticks.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
-    ticks.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
+def plain_log_axis(axis):
+    """A log y-axis whose ticks read as plain numbers; minor ticks are labelled only over short spans."""
+    axis.set_yscale("log")
+    axis.yaxis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
+    axis.yaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
 
 
 def save_figure(figure, out):
