@@ -10,7 +10,7 @@ code of the first one.
 """
 import sys
 
-from fullbatch.interruption import Stopped, ignore_signals, stop_at_once_on_signals
+from fullbatch.interruption import Stopped, ignore_signals, signals_held, stop_at_once_on_signals
 
 stop_at_once_on_signals()  # before the slow imports: a SIGTERM at any point of start-up ends with exit 4
 
@@ -32,7 +32,8 @@ def fail(message, code=EXIT_CONFIG_ERROR):
 
 @hydra.main(config_path="config", config_name="train", version_base="1.3")
 def main(cfg):
-    from fullbatch.train import run
+    with signals_held():  # PyTorch's import: a signal is delivered when it has finished
+        from fullbatch.train import run
 
     job = job_context()
     try:

@@ -1,11 +1,13 @@
 """SIGTERM and SIGINT (SLURM preemption, Ctrl-C): every path ends with exit code 4 and one line, no traceback.
 
 - During start-up (imports, data, LMDB build, checkpoint load) a signal stops at once: `Stopped` is raised and
-  the entry script turns it into exit 4 (nothing is lost: no step has run since the last checkpoint).
+  the entry script turns it into exit 4 (nothing is lost: no step has run since the last checkpoint). Only
+  while NumPy and PyTorch are imported is it held back (`signals_held`) and delivered when the import ends.
 - During training `StopRequest` turns the first signal into a request to stop after the current step, with a
   checkpoint; under torchrun all ranks agree through one tiny all-reduce, so every rank stops after the same
   step. A second signal stops at once (the previous checkpoint stays the one to continue from).
 """
+import contextlib
 import signal
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -25,6 +27,18 @@ def stop_at_once_on_signals():
     """Install the start-up behaviour; the entry scripts call this before their slow imports."""
     for sig in SIGNALS:
         signal.signal(sig, _stop_now)
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Deliver SIGTERM and SIGINT only when the block ends. The imports of compiled extensions (NumPy, PyTorch)
+    run Python code from C: a `Stopped` raised in there leaves the module half-initialised, and the process then
+    crashes (ImportError, or SIGABRT) instead of exiting with 4."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a held signal's handler runs here
 
 
 def ignore_signals():

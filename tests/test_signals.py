@@ -87,3 +87,23 @@ def test_under_torchrun_the_launcher_exits_1_and_fullbatch_status_says_preempted
     capsys.readouterr()
     assert status_main([str(tmp_path / "outputs" / "tr")]) == 4
     assert capsys.readouterr().out.startswith("preempted ")
+
+
+def test_a_signal_held_during_an_import_is_delivered_when_the_hold_ends():
+    from fullbatch.interruption import Stopped, signals_held, stop_at_once_on_signals
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    reached = []
+    try:
+        stop_at_once_on_signals()
+        with pytest.raises(Stopped, match="SIGTERM during start-up"):
+            with signals_held():
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):  # bytecodes where an unheld signal's handler would have run
+                    reached.append(1)
+                reached.append("end of the block")
+        assert reached[-1] == "end of the block" and len(reached) == 1001
+        assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # the mask is restored
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

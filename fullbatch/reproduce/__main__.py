@@ -10,7 +10,8 @@ import os
 import shlex
 import sys
 
-from fullbatch.interruption import Stopped, stop_at_once_on_signals
+from fullbatch.errors import ConfigError, DatasetUnavailable
+from fullbatch.interruption import Stopped, signals_held, stop_at_once_on_signals
 
 ALLOWED_OVERRIDES = ("data.path=", "data.db.path=", "impl.")
 
@@ -76,13 +77,13 @@ def list_rows(args, scale, rows, seeds):
 def main(argv=None):
     stop_at_once_on_signals()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s")
-    args, scale, rows, seeds = parse(argv)
-    from fullbatch.errors import ConfigError, DatasetUnavailable
-    from fullbatch.reproduce.report import write_report
-    from fullbatch.reproduce.runner import run_rows
-
     command = shlex.join(["python", "-m", "fullbatch.reproduce", *(argv if argv is not None else sys.argv[1:])])
     try:
+        args, scale, rows, seeds = parse(argv)
+        with signals_held():  # NumPy's and PyTorch's imports: a signal is delivered when they have finished
+            from fullbatch.reproduce.report import write_report
+            from fullbatch.reproduce.runner import run_rows
+            import fullbatch.train  # noqa: F401  (imported here, inside the hold, rather than by the first row)
         if args.list:
             list_rows(args, scale, rows, seeds)
             return 0
