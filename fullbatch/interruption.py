@@ -33,12 +33,17 @@ def stop_at_once_on_signals():
 def signals_held():
     """Deliver SIGTERM and SIGINT only when the block ends. The imports of compiled extensions (NumPy, PyTorch)
     run Python code from C: a `Stopped` raised in there leaves the module half-initialised, and the process then
-    crashes (ImportError, or SIGABRT) instead of exiting with 4."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    crashes (ImportError, or SIGABRT) instead of exiting with 4. The handlers are swapped rather than the signal
+    mask set, because a mask holds only its own thread's signals."""
+    held = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in SIGNALS}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a held signal's handler runs here
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if held:
+            signal.raise_signal(held[0])  # now the handler from before the block runs
 
 
 def ignore_signals():

@@ -96,6 +96,7 @@ def test_a_signal_held_during_an_import_is_delivered_when_the_hold_ends():
     reached = []
     try:
         stop_at_once_on_signals()
+        previous_handler = signal.getsignal(signal.SIGTERM)
         with pytest.raises(Stopped, match="SIGTERM during start-up"):
             with signals_held():
                 os.kill(os.getpid(), signal.SIGTERM)
@@ -103,7 +104,7 @@ def test_a_signal_held_during_an_import_is_delivered_when_the_hold_ends():
                     reached.append(1)
                 reached.append("end of the block")
         assert reached[-1] == "end of the block" and len(reached) == 1001
-        assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # the mask is restored
+        assert signal.getsignal(signal.SIGTERM) is previous_handler  # the start-up handler is back
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
