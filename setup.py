@@ -16,6 +16,7 @@ setup(
         "numpy>=1.24",
         "lmdb>=1.4",
         "matplotlib>=3.7",
+        "scipy>=1.10",
     ],
-    extras_require={"test": ["pytest>=7", "pytest-xdist>=3"]},
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "submitit>=1.5"], "cluster": ["submitit>=1.5"]},
 )

@@ -1,4 +1,6 @@
-"""SIGTERM and SIGINT (SLURM preemption, Ctrl-C): every path ends with exit code 4 and one line, no traceback.
+"""SIGTERM, SIGINT and SIGUSR2 (SLURM preemption, Ctrl-C, the warning SLURM sends before a time limit with
+`--signal=USR2@seconds`, submitit's preemption signal): every path ends with exit code 4 and one line, no
+traceback.
 
 - During start-up (imports, data, LMDB build, checkpoint load) a signal stops at once: `Stopped` is raised and
   the entry script turns it into exit 4 (nothing is lost: no step has run since the last checkpoint). Only
@@ -10,7 +12,7 @@
 import contextlib
 import signal
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
 
 
 class Stopped(BaseException):

@@ -17,24 +17,40 @@ from fullbatch.reproduce.scales import ROWS, SCALES, row_overrides
 
 
 @pytest.mark.parametrize("scale", sorted(SCALES))
-def test_every_scale_keeps_the_papers_ratios_and_constants(scale):
+def test_every_scale_keeps_each_rows_constants_and_its_lengths(scale):
     scale = SCALES[scale]
     runs = {row.name: compose_config(row_overrides(scale, row, 0)) for row in scale.rows()}
     full = {name: compose_config(list(ROWS[name].overrides)) for name in runs}
-    assert runs["fb_longer"].hyp.steps == 10 * runs["fb"].hyp.steps  # FB train longer: 10 x Baseline FB
     assert runs["sgd"].hyp.steps == runs["fb"].hyp.steps and runs["sgd"].hyp.train_stochastic  # epochs = steps
+    long_rows = ("fb_longer", "fb_clip", "fb_reg", "fb_strong", "fb_practice")
+    assert len({runs[name].hyp.steps for name in long_rows}) == 1  # one length for the long rows of a half
+    assert len({runs[f"{name}_noaug"].hyp.steps for name in long_rows[:-1]}) == 1
     for name, cfg in runs.items():
-        preset = full[name]
+        preset, factor = full[name], scale.factor_of(ROWS[name])
         assert cfg.hyp.optim.lr == preset.hyp.optim.lr and cfg.hyp.grad_clip == preset.hyp.grad_clip, name
         assert cfg.hyp.grad_reg.block_strength == preset.hyp.grad_reg.block_strength, name
         assert cfg.data.batch_size == preset.data.batch_size and cfg.hyp.scheduler == preset.hyp.scheduler, name
-        assert cfg.hyp.steps == round(preset.hyp.steps * scale.factor), name
+        assert cfg.hyp.train_stochastic == preset.hyp.train_stochastic and cfg.hyp.shuffle == preset.hyp.shuffle
+        assert list(cfg.data.augmentations_train) == (list(preset.data.augmentations_train)
+                                                      if ROWS[name].augmented else []), name
+        assert cfg.hyp.steps == round(preset.hyp.steps * factor), name
+        assert cfg.hyp.warmup == max(1, round(preset.hyp.warmup * factor)) or factor == 1, name
         assert cfg.model.name == "resnet18" and cfg.model.width == scale.width, name
-        if str(cfg.hyp.scheduler) == "cosine-4000" and scale.factor != 1:
-            assert cfg.hyp.cosine_horizon == round(4000 * scale.factor), name
+        if str(cfg.hyp.scheduler) == "cosine-4000" and factor != 1:
+            assert cfg.hyp.cosine_horizon == round(4000 * factor), name
     assert (runs["fb_practice"].hyp.shuffle, runs["fb_strong"].hyp.shuffle) == (True, False)
     assert not runs["fb_clip_noaug"].data.augmentations_train and runs["fb_clip"].data.augmentations_train
     assert ("fb_reg_10x" in runs) == (scale.name == "paper")
+
+
+def test_micro_gives_the_main_rows_three_seeds_and_sgd_its_length_in_epochs():
+    micro = SCALES["micro"]
+    seeds = {row.name: micro.seeds_for(row) for row in micro.rows()}
+    assert all(seeds[name] >= 3 for name in ("sgd", "fb", "fb_clip", "fb_reg", "fb_strong"))
+    assert min(seeds.values()) >= 2 and sum(seeds.values()) == len(micro.jobs(micro.rows()))
+    assert {micro.seeds_for(row, 1) for row in micro.rows()} == {1}  # --seeds 1 wins
+    sgd, fb = (compose_config(row_overrides(micro, ROWS[name], 0)) for name in ("sgd", "fb_clip"))
+    assert (sgd.hyp.steps, fb.hyp.steps, sgd.data.size) == (100, 300, 500)
 
 
 def test_paper_scale_is_the_papers_settings():
@@ -75,16 +91,21 @@ def test_a_balanced_subset_of_a_class_sorted_cifar_copy_trains_on_every_class(tm
     assert np.bincount(dataset.test_labels.numpy(), minlength=10).tolist() == [2] * 10
 
 
+def stop_after_step_5(folder):
+    """Leave a finished 10-step smoke run as if it had been stopped after its checkpoint of step 5."""
+    for name in ("summary.json", "model.pt", "checkpoints/step-0000010.pt", "checkpoints/step-0000010.json"):
+        os.remove(os.path.join(folder, name))
+    with open(os.path.join(folder, "metrics.jsonl")) as handle:
+        kept = handle.readlines()[:5]
+    with open(os.path.join(folder, "metrics.jsonl"), "w") as handle:
+        handle.writelines(kept)
+
+
 def test_the_smoke_scale_runs_resumes_an_interrupted_row_and_reports(tmp_path, capsys):
     assert reproduce(["--scale", "smoke", "--root", str(tmp_path), "--device", "cpu"]) == 0
     scale = SCALES["smoke"]
     interrupted = run_folder(str(tmp_path), scale, ROWS["fb_clip"], 0)
-    for name in ("summary.json", "model.pt", "checkpoints/step-0000010.pt", "checkpoints/step-0000010.json"):
-        os.remove(os.path.join(interrupted, name))  # as if stopped after the checkpoint of step 5
-    with open(os.path.join(interrupted, "metrics.jsonl")) as handle:
-        kept = handle.readlines()[:5]
-    with open(os.path.join(interrupted, "metrics.jsonl"), "w") as handle:
-        handle.writelines(kept)
+    stop_after_step_5(interrupted)
     untouched = os.path.getmtime(os.path.join(run_folder(str(tmp_path), scale, ROWS["fb_reg"], 0), "summary.json"))
     assert reproduce(["--scale", "smoke", "--root", str(tmp_path), "--device", "cpu", "--no-landscapes"]) == 0
     summary = json.load(open(os.path.join(interrupted, "summary.json")))
@@ -100,11 +121,17 @@ def test_the_smoke_scale_runs_resumes_an_interrupted_row_and_reports(tmp_path, c
     labels = [row.label for row in scale.rows()]
     table = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| row")]
     assert [line.split(" | ")[0][2:] for line in table] == labels and len(labels) == 13
-    assert "Ranked by mean final validation accuracy:" in text and "paper's finding" in text
+    assert "pipeline check, not a result" in text and "No verdicts are drawn" in text
+    assert "Ranked by" not in text and "interval" not in text.split("Regime:")[0]  # no comparisons, no verdicts
     with open(report / "results.csv") as handle:
         runs = list(csv.DictReader(handle))
     assert [run["row"] for run in runs] == [row.name for row in scale.rows()]
     assert all(run["status"] == "finished" and 0 <= float(run["final_val_acc"]) <= 1 for run in runs)
+    for run in runs:  # the regime columns: each run's own final train accuracy and loss
+        summary = json.load(open(os.path.join(tmp_path, run["output_dir"], "summary.json")))
+        assert float(run["final_train_acc"]) == summary["final_train_acc"]
+        assert float(run["final_train_loss"]) == summary["final_train_loss"]
+        assert run["fitted"] == str(summary["final_train_acc"] >= 0.99)
     capsys.readouterr()
     assert reproduce(["--scale", "paper", "--list", "--no-measure", "--rows", "fb_strong,fb_reg_10x"]) == 0
     listing = capsys.readouterr().out
@@ -112,16 +139,127 @@ def test_the_smoke_scale_runs_resumes_an_interrupted_row_and_reports(tmp_path, c
     assert "data.db.rounds=10" in listing
 
 
-def test_rows_are_compared_with_sgd_and_with_the_row_before_against_the_seed_spread():
+def test_intervals_match_hand_computed_t_and_welch_values():
+    from fullbatch.reproduce.intervals import mean_interval, welch_difference
+
+    row = mean_interval([1.0, 2.0, 3.0])  # sd 1, n 3: t(0.975, 2) = 4.302653 from the table
+    assert row.centre == 2.0 and row.half_width == pytest.approx(4.302653 / 3 ** 0.5, rel=1e-6)
+    difference = welch_difference([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])  # equal spread: 4 degrees of freedom
+    assert difference.df == pytest.approx(4.0) and difference.centre == -3.0
+    assert difference.half_width == pytest.approx(2.776445 * (2 / 3) ** 0.5, rel=1e-6) and difference.excludes_zero
+    unequal = welch_difference([1.0, 2.0, 3.0], [2.0, 3.0, 5.0, 6.0])  # Welch-Satterthwaite df 4.742
+    assert unequal.df == pytest.approx(1.1666667 ** 2 / ((1 / 3) ** 2 / 2 + (10 / 12) ** 2 / 3), rel=1e-6)
+    assert not unequal.excludes_zero  # -2 +- 2.82
+    assert welch_difference([0.5], [0.2, 0.3]).half_width is None  # one seed: no interval, no verdict
+    assert welch_difference([0.5, 0.5], [0.2, 0.2]).excludes_zero  # seeds that agree exactly
+
+
+def test_rows_are_compared_with_95_percent_welch_intervals_and_never_from_a_row_that_missed_its_regime():
     rows = SCALES["micro"].rows()
-    accuracies = {"sgd": (0.20, 0.40), "fb": (0.20, 0.22), "fb_longer": (0.37, 0.39), "fb_clip": (0.40, 0.42),
-                  "fb_reg": (0.41,), "sgd_noaug": (0.30, 0.32), "fb_noaug": (0.10, 0.12)}
-    results = {name: [{"final_val_acc": value} for value in values] for name, values in accuracies.items()}
-    against_sgd = {row.name: (label, round(diff, 6), apart) for row, label, diff, apart in comparisons(rows, results)}
-    assert against_sgd == {"fb": ("Baseline SGD", -9.0, False),  # 20-22 overlaps SGD's 20-40
-                           "fb_longer": ("Baseline SGD", 8.0, False), "fb_clip": ("Baseline SGD", 11.0, False),
-                           "fb_reg": ("Baseline SGD", 11.0, None),  # one seed: no spread
-                           "fb_noaug": ("Baseline SGD (no augmentation)", -20.0, True)}
-    steps = {row.name: (label, round(diff, 6), apart) for row, label, diff, apart in ladder(rows, results)}
-    assert steps == {"fb_longer": ("Baseline FB", 17.0, True), "fb_clip": ("FB train longer", 3.0, True),
-                     "fb_reg": ("FB clipped", 0.0, None)}  # Baseline FB is compared with SGD above, not here
+    accuracies = {"sgd": (0.20, 0.22, 0.24), "fb": (0.10, 0.11, 0.12), "fb_longer": (0.25, 0.27),
+                  "fb_clip": (0.21, 0.23, 0.25), "fb_reg": (0.41,), "fb_strong": (0.5, 0.5, 0.5),
+                  "sgd_noaug": (0.30, 0.32)}
+    train = {"fb": 0.5, "fb_strong": 0.9}  # Baseline FB may stay unfitted; FB strong reg. missed its regime
+    results = {name: [{"final_val_acc": value, "final_train_acc": train.get(name, 1.0)} for value in values]
+               for name, values in accuracies.items()}
+    against_sgd = {c.row.name: c for c in comparisons(rows, results)}
+    assert set(against_sgd) == {"fb", "fb_longer", "fb_clip", "fb_reg", "fb_strong"}
+    fb = against_sgd["fb"].difference  # 11 +- 1 against 22 +- 2, 3 seeds each: df 2 * (1 + 4) ** 2 / 17
+    assert fb.centre == pytest.approx(-11.0) and fb.df == pytest.approx(50 / 17)
+    assert fb.excludes_zero and "excludes 0" in against_sgd["fb"].verdict()
+    assert not against_sgd["fb_clip"].difference.excludes_zero and "no difference" in against_sgd["fb_clip"].verdict()
+    assert against_sgd["fb_reg"].difference.half_width is None and "no verdict" in against_sgd["fb_reg"].verdict()
+    assert against_sgd["fb_strong"].difference is None and "missed its regime" in against_sgd["fb_strong"].verdict()
+    steps = {c.row.name: c for c in ladder(rows, results)}
+    assert steps["fb_longer"].reference == "Baseline FB" and steps["fb_longer"].difference.excludes_zero
+    assert steps["fb_strong"].difference is None  # from a missed row, no comparison in either list
+    assert "fb" not in steps  # Baseline FB is compared with SGD, not with a row before it
+    from fullbatch.reproduce.report import regime
+
+    assert [regime(ROWS[name], results[name]) for name in ("fb", "fb_strong", "sgd")] == [
+        "unfitted by design", "missed", "fitted"]
+
+
+def _smoke(root, *extra):
+    return reproduce(["--scale", "smoke", "--root", str(root), "--device", "cpu", "--no-landscapes", *extra])
+
+
+def _weights(root, row, seed=0):
+    import torch
+
+    return torch.load(os.path.join(run_folder(str(root), SCALES["smoke"], ROWS[row], seed), "model.pt"),
+                      weights_only=True)
+
+
+def test_jobs_in_parallel_train_the_same_weights_as_one_after_the_other_and_skip_what_ended(tmp_path):
+    rows = ["--rows", "fb_clip,fb_reg,sgd", "impl.threads=1"]
+    assert _smoke(tmp_path / "serial", *rows) == 0
+    assert _smoke(tmp_path / "parallel", "--jobs", "2", *rows) == 0
+    for row in ("fb_clip", "fb_reg", "sgd"):
+        serial, parallel = _weights(tmp_path / "serial", row), _weights(tmp_path / "parallel", row)
+        assert all(torch_equal(serial[key], parallel[key]) for key in serial), row
+        log = os.path.join(run_folder(str(tmp_path / "parallel"), SCALES["smoke"], ROWS[row], 0), "job.log")
+        assert "finished: final validation accuracy" in open(log).read()  # each child wrote its own log
+    summary = os.path.join(run_folder(str(tmp_path / "parallel"), SCALES["smoke"], ROWS["fb_reg"], 0), "summary.json")
+    before = os.path.getmtime(summary)
+    assert _smoke(tmp_path / "parallel", "--jobs", "2", *rows) == 0
+    assert os.path.getmtime(summary) == before  # ended runs are skipped, not run again
+
+
+def torch_equal(a, b):
+    import torch
+
+    return torch.equal(a, b)
+
+
+def test_jobs_are_checked_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        reproduce(["--scale", "smoke", "--root", str(tmp_path), "--jobs", "0"])
+    assert stop.value.code == 2 and "--jobs must be at least 1" in capsys.readouterr().err
+    assert reproduce(["--scale", "smoke", "--root", str(tmp_path), "--jobs", "2", "--device", "cuda:1"]) == 2
+    assert "--device cuda:1 is not allowed with --jobs 2" in capsys.readouterr().err
+    assert not (tmp_path / "outputs").exists()
+
+
+def _task_of(job, timeout=120):
+    """The process of a local submitit job's task (its controller's child), once our training code logs."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if "Training resnet18" in (job.stderr() or ""):
+            children = open(f"/proc/{job._process.pid}/task/{job._process.pid}/children").read().split()
+            if children:
+                return int(children[0])
+        time.sleep(0.05)
+    raise AssertionError(f"job {job.job_id} did not start training: {job.stderr()}")
+
+
+def test_the_local_launcher_runs_the_smoke_scale_and_requeues_a_preempted_job_from_its_checkpoint(tmp_path):
+    pytest.importorskip("submitit")
+    import signal
+
+    from fullbatch.reproduce.launchers import submit_rows
+
+    assert _smoke(tmp_path, "--launcher", "local", "--jobs", "2") == 0
+    scale = SCALES["smoke"]
+    runs = [json.load(open(os.path.join(run_folder(str(tmp_path), scale, row, 0), "summary.json")))
+            for row in scale.rows()]
+    assert [run["status"] for run in runs] == ["finished"] * 13
+    folder = run_folder(str(tmp_path), scale, ROWS["fb_clip"], 0)
+    stop_after_step_5(folder)
+
+    def preempt(job):  # what SLURM does: the preemption signal to the job's task
+        os.kill(_task_of(job), signal.SIGUSR2)
+
+    jobs = submit_rows("local", str(tmp_path), scale, scale.rows(), None, {"time": 60}, 1, "cpu", wait=preempt)
+    assert len(jobs) == 1 and jobs[0].result() == "finished"  # only the stopped row was submitted
+    assert "Requeued" in jobs[0].stderr()  # submitit requeued it after the preemption
+    summary = json.load(open(os.path.join(folder, "summary.json")))
+    assert summary["status"] == "finished" and summary["resumed_from"]
+    steps = [json.loads(line)["step"] for line in open(os.path.join(folder, "metrics.jsonl"))]
+    from fullbatch.visualization.runs import read_metrics
+
+    assert [row["step"] for row in read_metrics(folder)] == list(range(1, 11)) and steps[:5] == [1, 2, 3, 4, 5]
+    assert _smoke(tmp_path, "--launcher", "local") == 0  # nothing left to run: the report is written
+    assert (tmp_path / "reports" / "smoke" / "README.md").exists()

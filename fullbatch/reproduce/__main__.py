@@ -1,8 +1,10 @@
-"""python -m fullbatch.reproduce --scale micro [--list] [--rows a,b] [--seeds N] [--report-only]
+"""python -m fullbatch.reproduce --scale micro [--jobs N] [--launcher local|slurm] [--list] [--report-only]
 
 Runs every row of the paper's Table 1 at the chosen scale (resumable: the same command skips what ended and
-continues what was stopped), then writes reports/<scale>/. Exit codes: 0 done, 2 bad arguments, 4 stopped by
-a signal (run the same command again).
+continues what was stopped), then writes reports/<scale>/. `--jobs N` runs N rows and seeds at once (one CPU
+thread or one GPU each); `--launcher slurm` submits each as its own SLURM job through submitit and returns.
+Exit codes: 0 done (or submitted), 1 a job failed, 2 bad arguments, 4 stopped by a signal (run the same
+command again).
 """
 import argparse
 import logging
@@ -29,6 +31,18 @@ def parse(argv):
     parser.add_argument("--no-landscapes", action="store_true", help="leave the landscape figure out")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--root", default=".", help="where outputs/ and reports/ go (default: here)")
+    parser.add_argument("--jobs", type=int, default=1, help="rows and seeds at once: one CPU thread each, or one "
+                        "GPU each on a multi-GPU node (default 1: one after the other in this process)")
+    parser.add_argument("--launcher", choices=("none", "local", "slurm"), default="none",
+                        help="slurm: submit every row and seed as a SLURM job through submitit and return; local: "
+                        "the same jobs with submitit's local executor, --jobs at a time (default none)")
+    cluster = parser.add_argument_group("SLURM (with --launcher slurm; options win over --slurm-config)")
+    cluster.add_argument("--slurm-config", help="a YAML file with any of partition, time, gpus, cpus, account")
+    cluster.add_argument("--partition")
+    cluster.add_argument("--time", type=int, help="minutes per job (default 1440); a job past it is requeued")
+    cluster.add_argument("--gpus", type=int, help="GPUs per job (default 1)")
+    cluster.add_argument("--cpus", type=int, help="CPUs per job (default 8)")
+    cluster.add_argument("--account")
     parser.add_argument("overrides", nargs="*", help="where data is and how to run, for every row: data.path=..., "
                         "data.db.path=..., impl.* (nothing that changes what the scale trains)")
     args = parser.parse_args(argv)
@@ -44,9 +58,11 @@ def parse(argv):
         rows = [ROWS[name] for name in args.rows.split(",")]
     else:
         rows = scale.rows()
-    seeds = args.seeds or scale.seeds
-    if seeds < 1:
+    seeds = args.seeds
+    if seeds is not None and seeds < 1:
         parser.error("--seeds must be at least 1")
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
     return args, scale, rows, seeds
 
 
@@ -57,21 +73,61 @@ def list_rows(args, scale, rows, seeds):
     from fullbatch.runtime import resolve_device
 
     device = resolve_device(args.device).type
-    total_here, total_gpu, total_paper = 0.0, 0.0, 0.0
-    print(f"# scale {scale.name}: {scale.description}; {seeds} seed(s) per row")
+    total_here, total_gpu, total_paper, runs = 0.0, 0.0, 0.0, 0
+    print(f"# scale {scale.name}: {scale.description}")
     for row, steps, seconds, hours, paper in projected(scale, rows, seeds, device, measure=not args.no_measure):
+        count = scale.seeds_for(row, seeds)
         here = f"{duration(seconds)} per seed on this {device}" if seconds is not None else "not measured here"
-        print(f"# {row.label}: {steps} steps, {here}; one H100: {duration(3600 * hours)} at this scale, "
-              f"{paper:.1f} GPU-hours at paper scale, per seed (projected)")
-        for seed in range(seeds):
+        print(f"# {row.label}: {steps} steps, {count} seed(s), {here}; one H100: {duration(3600 * hours)} at this "
+              f"scale, {paper:.1f} GPU-hours at paper scale, per seed (projected)")
+        for seed in range(count):
             print(command_line(args.root, scale, row, seed, args.overrides))
-        total_here += (seconds or 0.0) * seeds
-        total_gpu += hours * seeds
-        total_paper += paper * seeds
+        total_here += (seconds or 0.0) * count
+        total_gpu += hours * count
+        total_paper += paper * count
+        runs += count
     if not args.no_measure:
-        print(f"# total on this {device}: {duration(total_here)} (measured step, projected run)")
-    print(f"# total on one H100: {duration(3600 * total_gpu)} at this scale, {total_paper:.0f} GPU-hours at paper "
-          "scale (projected from plain PyTorch fp32 throughput, see fullbatch/reproduce/cost.py)")
+        print(f"# total on this {device}, {runs} runs one after the other: {duration(total_here)} (measured step, "
+              "projected run)")
+    print(f"# total on one H100 for these {runs} runs: {duration(3600 * total_gpu)} at this scale, {total_paper:.0f} "
+          "GPU-hours at paper scale with the same seeds (projected from plain PyTorch fp32 throughput, see "
+          "fullbatch/reproduce/cost.py)")
+
+
+def finished_job(job):
+    try:
+        return job.result() != "preempted"
+    except Exception as error:  # submitit re-raises the job's error, whatever its type
+        logging.getLogger("fullbatch").error(f"job {job.job_id} failed: {str(error).strip().splitlines()[-1]}")
+        return False
+
+
+def run_all(args, root, scale, rows, seeds):
+    """Every row and seed that has not ended, on this machine; 'done', 'preempted' or 'failed'."""
+    if args.launcher == "local":
+        from fullbatch.reproduce.launchers import submit_rows
+
+        jobs = submit_rows("local", root, scale, rows, seeds, {"time": args.time or 24 * 60}, args.jobs,
+                           args.device, args.overrides)
+        return "done" if all(finished_job(job) for job in jobs) else "failed"
+    if args.jobs > 1:
+        from fullbatch.reproduce.parallel import run_parallel
+
+        return run_parallel(root, scale, rows, seeds, args.jobs, args.device, args.overrides)
+    from fullbatch.reproduce.runner import run_rows
+
+    return run_rows(root, scale, rows, seeds, args.device, args.overrides)
+
+
+def submit_to_slurm(args, root, scale, rows, seeds):
+    from fullbatch.reproduce.launchers import slurm_options, submit_rows
+
+    jobs = submit_rows("slurm", root, scale, rows, seeds, slurm_options(args), extra=args.overrides)
+    report = shlex.join(["python", "-m", "fullbatch.reproduce", "--scale", scale.name, "--report-only",
+                         "--root", args.root, *(["--rows", args.rows] if args.rows else []),
+                         *(["--seeds", str(seeds)] if args.seeds else []), *args.overrides])
+    print(f"fullbatch: submitted {len(jobs)} job(s); when they have ended: {report}")
+    return 0
 
 
 def main(argv=None):
@@ -82,15 +138,21 @@ def main(argv=None):
         args, scale, rows, seeds = parse(argv)
         with signals_held():  # NumPy's and PyTorch's imports: a signal is delivered when they have finished
             from fullbatch.reproduce.report import write_report
-            from fullbatch.reproduce.runner import run_rows
             import fullbatch.train  # noqa: F401  (imported here, inside the hold, rather than by the first row)
         if args.list:
             list_rows(args, scale, rows, seeds)
             return 0
-        if not args.report_only and run_rows(os.path.abspath(args.root), scale, rows, seeds, args.device,
-                                            args.overrides) == "preempted":
+        root = os.path.abspath(args.root)
+        if args.launcher == "slurm" and not args.report_only:
+            return submit_to_slurm(args, root, scale, rows, seeds)
+        outcome = "done" if args.report_only else run_all(args, root, scale, rows, seeds)
+        if outcome == "preempted":
             print("fullbatch: stopped by a signal; run the same command again to continue", file=sys.stderr)
             return 4
+        if outcome == "failed":
+            print("fullbatch: a job failed (see the log above); run the same command again after fixing it",
+                  file=sys.stderr)
+            return 1
         write_report(os.path.abspath(args.root), scale, rows, seeds, command.replace(" --report-only", ""),
                      device=args.device, landscapes=not args.no_landscapes, extra=args.overrides)
     except (ConfigError, DatasetUnavailable) as error:

@@ -3,8 +3,11 @@ figures (PNG and PDF): validation accuracy per row, the training curves of every
 landscapes of every row's final model along directions drawn from one seed (filter-normalised per model)."""
 import csv
 import logging
+import math
 import os
 import statistics
+from dataclasses import dataclass
+from typing import Optional
 
 import matplotlib
 
@@ -12,8 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from fullbatch.files import atomic_write  # noqa: E402
+from fullbatch.reproduce.intervals import Interval, mean_interval, welch_difference  # noqa: E402
 from fullbatch.reproduce.runner import run_folder  # noqa: E402
-from fullbatch.results import mean_std  # noqa: E402
 from fullbatch.visualization.curves import plain_log_axis, save_figure  # noqa: E402
 from fullbatch.visualization.runs import joined_metrics, read_summary  # noqa: E402
 
@@ -23,11 +26,14 @@ PAPER_NOTE = ("The paper's own per-row accuracies are left blank: they could not
               "(about 95.5-96% for ResNet-18 on all of CIFAR-10).")
 
 
-def collect(root, scale, rows, seeds):
+FITTED = 0.99  # mean final train accuracy of a row that has fitted its training set
+
+
+def collect(root, scale, rows, seeds=None):
     """{row name: [summary of each seed that ended]} in row order; rows without any are left out."""
     results = {}
     for row in rows:
-        ended = [read_summary(run_folder(root, scale, row, seed)) for seed in range(seeds)]
+        ended = [read_summary(run_folder(root, scale, row, seed)) for seed in range(scale.seeds_for(row, seeds))]
         ended = [summary for summary in ended if summary.get("status") not in (None, "preempted")]
         if ended:
             results[row.name] = ended
@@ -38,9 +44,24 @@ def _accuracies(summaries, key="final_val_acc"):
     return [100 * s[key] for s in summaries if isinstance(s.get(key), (int, float))]
 
 
+def _numbers(summaries, key):
+    return [s[key] for s in summaries if isinstance(s.get(key), (int, float)) and math.isfinite(s[key])]
+
+
+def regime(row, summaries):
+    """'fitted' when the seeds' mean final train accuracy is at least FITTED; otherwise 'unfitted by design'
+    for Baseline FB (it shows what plain full batch reaches in SGD's budget) and 'missed' for every other row,
+    which fits its training set at paper scale."""
+    accuracies = _numbers(summaries, "final_train_acc")
+    if accuracies and statistics.fmean(accuracies) >= FITTED:
+        return "fitted"
+    return "missed" if row.must_fit else "unfitted by design"
+
+
 def write_csv(path, rows, results, root="."):
-    columns = ["row", "paper_row", "seed", "status", "final_val_acc", "best_val_acc", "steps", "seconds_per_step",
-               "wall_time", "device", "git_revision", "output_dir"]
+    columns = ["row", "paper_row", "seed", "status", "final_train_acc", "final_train_loss", "fitted",
+               "final_val_acc", "best_val_acc", "steps", "seconds_per_step", "wall_time", "device", "git_revision",
+               "output_dir"]
 
     def write(handle):
         writer = csv.DictWriter(handle, fieldnames=columns)
@@ -48,17 +69,34 @@ def write_csv(path, rows, results, root="."):
         for row in rows:
             for summary in results.get(row.name, []):
                 values = {key: summary.get(key) for key in columns[3:]}
+                train = summary.get("final_train_acc")
+                values["fitted"] = isinstance(train, (int, float)) and train >= FITTED
                 values["output_dir"] = os.path.relpath(values["output_dir"], root)  # no machine's paths
                 writer.writerow(dict(row=row.name, paper_row=row.label, seed=summary["config"]["seed"], **values))
 
     atomic_write(path, write, mode="w")
 
 
+@dataclass(frozen=True)
+class Comparison:
+    row: object
+    reference: str  # the label of the row it is compared with
+    difference: Optional[Interval]  # final validation accuracy, points; None when not compared
+    skipped: str = ""  # why no comparison is drawn
+
+    def verdict(self):
+        if self.difference is None:
+            return f"not compared: {self.skipped}"
+        if self.difference.excludes_zero is None:
+            return f"{self.difference.text()} points; a single seed on one side: no interval, no verdict"
+        words = "excludes 0: a difference" if self.difference.excludes_zero else "includes 0: no difference resolved"
+        return f"{self.difference.text()} points (95% interval), {words}"
+
+
 def _against(rows, results, references):
-    """(row, reference label, difference of the mean final accuracies, apart) for each row named in `references`
-    ({row name: the name of the row it is compared with}); apart: the seeds' accuracy ranges do not overlap, None
-    with a single seed on either side, where there is no spread to compare with."""
-    labels = {row.name: row.label for row in rows}
+    """A Comparison for each row named in `references` ({row name: the name of the row it is compared with})
+    whose runs and reference's runs have ended. No comparison is drawn from a row that missed its regime."""
+    by_name = {row.name: row for row in rows}
     lines = []
     for row in rows:
         other = references.get(row.name)
@@ -67,9 +105,14 @@ def _against(rows, results, references):
         mine, theirs = _accuracies(results[row.name]), _accuracies(results[other])
         if not mine or not theirs:
             continue
-        difference = statistics.fmean(mine) - statistics.fmean(theirs)
-        apart = None if min(len(mine), len(theirs)) < 2 else (min(mine) > max(theirs) or max(mine) < min(theirs))
-        lines.append((row, labels.get(other, other), difference, apart))
+        label = by_name[other].label if other in by_name else other
+        missed = [item.label for item in (row, by_name.get(other)) if item is not None
+                  and regime(item, results[item.name]) == "missed"]
+        if missed:
+            lines.append(Comparison(row, label, None, f"{' and '.join(missed)} missed its regime (mean final train "
+                                    f"accuracy below {FITTED})"))
+            continue
+        lines.append(Comparison(row, label, welch_difference(mine, theirs)))
     return lines
 
 
@@ -90,6 +133,17 @@ def ladder(rows, results):
     return _against(rows, results, references)
 
 
+def resolution_sentence(compared):
+    """How large a difference these seeds resolve: the half-widths of the comparisons' intervals."""
+    widths = sorted(c.difference.half_width for c in compared
+                    if c.difference is not None and c.difference.half_width is not None)
+    if not widths:
+        return "No comparison has two or more seeds on both sides, so none has an interval."
+    return (f"How large a difference these seeds resolve: a comparison's difference must exceed the half-width of "
+            f"its interval, which here runs from {widths[0]:.1f} to {widths[-1]:.1f} points (median "
+            f"{statistics.median(widths):.1f}); smaller true differences are not resolved.")
+
+
 MATCH_SGD = ("fb_clip", "fb_reg", "fb_strong", "fb_practice", "fb_reg_noaug", "fb_strong_noaug")
 
 
@@ -104,17 +158,24 @@ def summary_sentences(rows, results):
     ranked = sorted(means, key=means.get, reverse=True)
     first = "Ranked by mean final validation accuracy: " + ", ".join(f"{labels[n]} {means[n]:.1f}%" for n in ranked) + "."
     disagreements = []
-    for row, baseline, difference, apart in comparisons(rows, results):
-        beyond = "beyond the seed spread" if apart else ("one seed, no spread" if apart is None else None)
-        if row.name in MATCH_SGD and beyond:
-            disagreements.append(f"{row.label} is {abs(difference):.1f} points {'above' if difference > 0 else 'below'}"
-                                 f" {baseline} ({beyond})")
-        if row.name in ("fb", "fb_noaug") and difference >= 0:
-            disagreements.append(f"{row.label} is not below {baseline} ({difference:+.1f} points)")
+    for comparison in comparisons(rows, results):
+        row, interval = comparison.row, comparison.difference
+        if interval is None or not interval.excludes_zero:
+            continue
+        if row.name in MATCH_SGD:
+            disagreements.append(f"{row.label} is {abs(interval.centre):.1f} points "
+                                 f"{'above' if interval.centre > 0 else 'below'} {comparison.reference} "
+                                 f"(95% interval {interval.text(1)})")
+    for comparison in comparisons(rows, results):
+        interval = comparison.difference
+        if comparison.row.name in ("fb", "fb_noaug") and interval is not None and interval.centre >= 0:
+            disagreements.append(f"{comparison.row.label} is not below {comparison.reference} "
+                                 f"({interval.text(1)} points)")
     second = ("Where this disagrees with the paper's finding (clipped and regularized full batch matches SGD, plain "
-              "full batch falls short of it): " + "; ".join(disagreements) + "." if disagreements else
+              "full batch falls short of it), counting only differences whose 95% interval excludes 0: "
+              + "; ".join(disagreements) + "." if disagreements else
               "Nothing here disagrees with the paper's finding (clipped and regularized full batch matches SGD, "
-              "plain full batch falls short of it) beyond the seed spread.")
+              "plain full batch falls short of it) by a difference whose 95% interval excludes 0.")
     return f"{first} {second}"
 
 
@@ -124,10 +185,12 @@ def accuracy_figure(path, rows, results):
     for position, row in enumerate(names):
         values = _accuracies(results[row.name])
         if values:
-            axis.barh(position, statistics.fmean(values), color="tab:blue" if row.augmented else "tab:orange")
+            interval = mean_interval(values)
+            axis.barh(position, interval.centre, color="tab:blue" if row.augmented else "tab:orange",
+                      xerr=interval.half_width, error_kw=dict(ecolor="grey", capsize=3))
             axis.plot(values, [position] * len(values), "k.", markersize=5)
     axis.set(yticks=range(len(names)), yticklabels=[row.label for row in names],
-             xlabel="final validation accuracy (%); bars: mean over seeds, dots: seeds")
+             xlabel="final validation accuracy (%); bars: mean over seeds with 95% interval, dots: seeds")
     axis.invert_yaxis()
     figure.tight_layout()
     return save_figure(figure, path)
@@ -206,6 +269,46 @@ def _landscape_panels(path, data, rows, rise, radius):
     return save_figure(figure, path)
 
 
+PIPELINE_NOTE = ("This scale is a pipeline check, not a result: it runs every row end to end on a few synthetic "
+                 "images for 1 to 10 steps (the baseline rows take one step at lr 0 and never move), and checks that "
+                 "training, resuming, the table, the figures and the landscapes work. No verdicts are drawn from it.")
+
+
+def table_lines(rows, results, rise):
+    lines = ["| row | seeds | final train acc. | final train loss | regime | final val. acc. (%) | best val. acc. (%) "
+             "| steps | s/step (with validation) | wall time (s) | flatness | device | commit |", "|---" * 13 + "|"]
+    for row in rows:
+        ended = results.get(row.name, [])
+        if not ended:
+            lines.append(f"| {row.label} | 0 |  |  | not run yet |  |  |  |  |  |  |  |  |")
+            continue
+        seconds = [s["seconds_per_step"] for s in ended if s.get("seconds_per_step")]
+        statuses = sorted({s["status"] for s in ended} - {"finished"})
+        train_acc, train_loss = _numbers(ended, "final_train_acc"), _numbers(ended, "final_train_loss")
+        final = mean_interval(_accuracies(ended)).text() + (f" ({', '.join(statuses)})" if statuses else "")
+        best = mean_interval(_accuracies(ended, "best_val_acc")).text()
+        lines.append(
+            f"| {row.label} | {len(ended)} | {f'{statistics.fmean(train_acc):.3f}' if train_acc else ''} | "
+            f"{f'{statistics.fmean(train_loss):.3g}' if train_loss else ''} | {regime(row, ended)} | {final} | {best} | "
+            f"{ended[0]['steps']} | {f'{statistics.fmean(seconds):.3g}' if seconds else ''} | "
+            f"{statistics.fmean(s['wall_time'] for s in ended):.0f} | "
+            f"{f'{rise[row.label]:.3g}' if row.label in rise else ''} | {ended[0]['device']} | "
+            f"{str(ended[0]['git_revision'])[:8]} |")
+    return lines
+
+
+def verdict_lines(rows, results):
+    against_sgd, steps = comparisons(rows, results), ladder(rows, results)
+    return ["", summary_sentences(rows, results), "", PAPER_NOTE, "",
+            "Each row against the Baseline SGD row of its half: the difference of mean final validation accuracy "
+            "with its 95% interval (Welch); a verdict only where the interval excludes 0:",
+            *[f"- {c.row.label} vs {c.reference}: {c.verdict()}" for c in against_sgd], "",
+            "Each full-batch row against the row before it in the paper's table (a row may change more than one "
+            "setting: FB train longer also raises the lr; the presets in config/hyp/ say what each row sets):",
+            *[f"- {c.row.label} vs {c.reference}: {c.verdict()}" for c in steps], "",
+            resolution_sentence(against_sgd + steps)]
+
+
 def write_report(root, scale, rows, seeds, command, report_dir=None, device="auto", landscapes=True, extra=()):
     report_dir = report_dir or os.path.join(root, "reports", scale.name)
     os.makedirs(report_dir, exist_ok=True)
@@ -214,38 +317,21 @@ def write_report(root, scale, rows, seeds, command, report_dir=None, device="aut
     accuracy_figure(os.path.join(report_dir, "accuracy.png"), rows, results)
     curves_figure(os.path.join(report_dir, "curves.png"), root, scale, rows)
     rise = landscape_figure(report_dir, root, scale, rows, device, extra) if landscapes else {}
-    lines = [f"# Reproduction at scale `{scale.name}`", "", f"{scale.description}.", "",
-             f"Command: `{command}`", "", "| row | paper | final val. acc. (%) | best val. acc. (%) | seeds | steps | "
-             "s/step (with validation) | wall time (s) | flatness | device | commit |", "|---" * 11 + "|"]
-    for row in rows:
-        ended = results.get(row.name, [])
-        if not ended:
-            lines.append(f"| {row.label} |  | not run yet |  | 0 |  |  |  |  |  |  |")
-            continue
-        seconds = [s["seconds_per_step"] for s in ended if s.get("seconds_per_step")]
-        statuses = sorted({s["status"] for s in ended} - {"finished"})
-        final = mean_std(_accuracies(ended), scale=1) + (f" ({', '.join(statuses)})" if statuses else "")
-        lines.append(
-            f"| {row.label} |  | {final} | {mean_std(_accuracies(ended, 'best_val_acc'), scale=1)} | {len(ended)} | "
-            f"{ended[0]['steps']} | {f'{statistics.fmean(seconds):.3g}' if seconds else ''} | "
-            f"{statistics.fmean(s['wall_time'] for s in ended):.0f} | "
-            f"{f'{rise[row.label]:.3g}' if row.label in rise else ''} | {ended[0]['device']} | {str(ended[0]['git_revision'])[:8]} |")
-    spread = {True: "larger than the seed-to-seed spread", False: "within the seed-to-seed spread",
-              None: "a single seed: no spread to compare with"}
-    comparison = [f"- {row.label} vs {baseline}: {diff:+.2f} points, {spread[apart]}"
-                  for row, baseline, diff, apart in comparisons(rows, results)]
-    steps = [f"- {row.label} vs {before}: {diff:+.2f} points, {spread[apart]}"
-             for row, before, diff, apart in ladder(rows, results)]
-    lines += ["", summary_sentences(rows, results), "", PAPER_NOTE, "",
-              "Each row against the Baseline SGD row of its half (larger than the spread: the seeds' accuracy "
-              "ranges do not overlap):", *comparison, "",
-              "Each full-batch row against the row before it in the paper's table (a row may change more than "
-              "one setting: FB train longer also raises the lr; the presets in config/hyp/ say what each "
-              "row sets):", *steps, "",
-              "Validation accuracy is measured on the test set; \"best\" is the best of the validations. "
-              "s/step: the run's mean wall time per step, its validations included; Baseline SGD's steps and "
-              "s/step count epochs. Flatness (seed-0 model): the train-loss rise at distance 0.5 along the row's "
-              "filter-normalised direction (`landscape.png`). Figures: `accuracy.png`, `curves.png`, `landscape.png` (and PDFs)."]
+    lines = [f"# Reproduction at scale `{scale.name}`", "", f"{scale.description}.", "", f"Command: `{command}`", ""]
+    if scale.pipeline_check:
+        lines += [PIPELINE_NOTE, ""]
+    lines += table_lines(rows, results, rise)
+    if not scale.pipeline_check:
+        lines += verdict_lines(rows, results)
+    lines += ["", f"Regime: a row has fitted when the mean final train accuracy of its seeds is at least {FITTED} "
+              "(measured on the step's own training batch, augmented where the row augments). Every row but "
+              "Baseline FB fits at paper scale; a row marked `missed` is not compared with any other. Final "
+              "validation accuracy: mean ± half-width of the 95% interval over seeds (t-distribution); a single "
+              "seed has no interval. Validation accuracy is measured on the test set; \"best\" is the best of the "
+              "validations. s/step: the run's mean wall time per step, its validations included; Baseline SGD's "
+              "steps and s/step count epochs. Flatness (seed-0 model): the train-loss rise at distance 0.5 along "
+              "the row's filter-normalised direction (`landscape.png`). Figures: `accuracy.png`, `curves.png`, "
+              "`landscape.png` (and PDFs)."]
     atomic_write(os.path.join(report_dir, "README.md"), lambda handle: handle.write("\n".join(lines) + "\n"), mode="w")
     log.info(f"Report written to {report_dir}")
     return report_dir

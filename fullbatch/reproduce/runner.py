@@ -1,12 +1,13 @@
 """Runs the rows of a scale as ordinary training runs (fullbatch.train.run, the entry script's function), one
 folder per row and seed, so that running the same command again skips what finished and resumes what was
-stopped from its checkpoint."""
+stopped from its checkpoint. `run_job` is the one function every launcher calls: this process, a child process
+of `--jobs N`, or a submitit job."""
 import logging
 import os
 import shlex
 
 from fullbatch.paths import compose_config
-from fullbatch.reproduce.scales import row_overrides
+from fullbatch.reproduce.scales import ROWS, SCALES, row_overrides
 from fullbatch.results import FINISHED
 from fullbatch.visualization.runs import read_summary
 
@@ -40,24 +41,41 @@ def finished_summary(folder):
     return summary if summary.get("status") in FINISHED + ("diverged",) else None
 
 
-def run_rows(root, scale, rows, seeds, device="auto", extra=()):
-    """Run every (row, seed) that has not ended yet; return 'preempted' if a signal stopped one, else 'done'."""
+def pending_jobs(root, scale, rows, seeds):
+    """[(row, seed)] of the runs that have not ended, in table order."""
+    return [(row, seed) for row, seed in scale.jobs(rows, seeds)
+            if not finished_summary(run_folder(root, scale, row, seed))]
+
+
+def run_job(root, scale_name, row_name, seed, extra=()):
+    """Train one row and seed unless it ended already; return its summary (status 'preempted' when a signal
+    stopped it after a checkpoint). Takes names, not objects, so that it pickles for child processes."""
     from fullbatch.train import run
 
-    jobs = [(row, seed) for row in rows for seed in range(seeds)]
+    scale, row = SCALES[scale_name], ROWS[row_name]
+    overrides, folder = job_overrides(root, scale, row, seed, extra)
+    summary = finished_summary(folder)
+    if summary:
+        return summary
+    os.makedirs(folder, exist_ok=True)
+    return run(compose_config(overrides), output_dir=folder, choices={"hyp": preset(row)}, overrides=overrides)
+
+
+def run_rows(root, scale, rows, seeds=None, device="auto", extra=()):
+    """Run every (row, seed) that has not ended, one after the other in this process; return 'preempted' if a
+    signal stopped one, else 'done'."""
+    jobs = scale.jobs(rows, seeds)
     for number, (row, seed) in enumerate(jobs, 1):
-        overrides, folder = job_overrides(root, scale, row, seed, [f"impl.device={device}", *extra])
+        folder = run_folder(root, scale, row, seed)
         if finished_summary(folder):
             log.info(f"[{number}/{len(jobs)}] {row.name} seed {seed}: already ended, kept")
             continue
         log.info(f"[{number}/{len(jobs)}] {row.name} seed {seed}: {folder}")
-        os.makedirs(folder, exist_ok=True)
-        summary = run(compose_config(overrides), output_dir=folder, choices={"hyp": _preset(row)},
-                      overrides=overrides)
+        summary = run_job(root, scale.name, row.name, seed, [f"impl.device={device}", *extra])
         if summary["status"] == "preempted":
             return "preempted"
     return "done"
 
 
-def _preset(row):
+def preset(row):
     return next(item.split("=", 1)[1] for item in row.overrides if item.startswith("hyp="))

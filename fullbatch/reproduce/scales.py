@@ -1,13 +1,16 @@
 """The rows of the paper's Table 1 and the scales they can be run at.
 
-A scale is fixed before any result is seen: the data (size, balanced subset), the model width, the number of
-seeds and one factor that multiplies every row's steps, warmup and cosine horizon, so that the ratios of the
-paper stay (FB train longer = 10 x Baseline FB steps; SGD epochs = Baseline FB steps). lr, clipping, regularizer
-strength, block size and schedule shape are the presets' own at every scale.
+A reduced scale is a scale model: a comparison between two rows means something only when each row is in the
+regime it is in at paper scale, where every row except Baseline FB fits its training set. A scale is fixed
+before any validation result is seen: the data (size, balanced subset), the model width, the seeds, and the
+factors that multiply each row's steps, warmup and cosine horizon: one for the short rows (Baseline SGD's
+epochs, and Baseline FB, which gets SGD's budget in steps), one for the long full-batch rows, and optionally
+another for the long rows without augmentation (they fit sooner). lr, clipping, regularizer strength, block
+size, schedule shape, mode and augmentation are the presets' own at every scale. See docs/reproduce.md.
 """
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from fullbatch.paths import compose_config
 
@@ -21,6 +24,17 @@ class Row:
     overrides: Tuple[str, ...]
     augmented: bool = True
     optional: bool = False  # run only where the scale asks for it (N x CIFAR: paper scale)
+
+    @property
+    def short(self):
+        """Baseline SGD and Baseline FB: 300 epochs or steps in the paper, against 3000 for the long rows."""
+        return self.name.split("_")[0] in ("sgd", "fb") and self.name in ("sgd", "fb", "sgd_noaug", "fb_noaug")
+
+    @property
+    def must_fit(self):
+        """Every row but Baseline FB fits its training set at paper scale; Baseline FB shows what plain full
+        batch reaches in SGD's budget, so it may stay unfitted."""
+        return self.name not in ("fb", "fb_noaug")
 
 
 def _rows():
@@ -45,7 +59,7 @@ ROWS = _rows()
 class Scale:
     name: str
     description: str
-    factor: Fraction  # multiplies steps, warmup and the cosine horizon
+    factor: Fraction  # multiplies the long rows' steps, warmup and cosine horizon (and every row's by default)
     data: Tuple[str, ...]
     width: int
     seeds: int
@@ -55,26 +69,53 @@ class Scale:
     optional_rows: bool = False
     model_note: str = ""
     extra: Tuple[str, ...] = field(default_factory=tuple)
+    short_factor: Optional[Fraction] = None  # Baseline SGD's epochs and Baseline FB's steps (default: factor)
+    noaug_factor: Optional[Fraction] = None  # the long rows without augmentation (default: factor)
+    pipeline_check: bool = False  # its report checks the code and draws no verdicts
+    seeds_of: Tuple[Tuple[str, int], ...] = ()  # rows with fewer seeds than `seeds`
 
     def rows(self) -> List[Row]:
         return [row for row in ROWS.values() if self.optional_rows or not row.optional]
 
+    def seeds_for(self, row, override=None):
+        """How many seeds `row` runs: `--seeds` if given, else the scale's own count for it."""
+        return override or dict(self.seeds_of).get(row.name, self.seeds)
+
+    def jobs(self, rows, override=None):
+        """[(row, seed)] in table order."""
+        return [(row, seed) for row in rows for seed in range(self.seeds_for(row, override))]
+
+    def factor_of(self, row):
+        if row.short:
+            return self.short_factor or self.factor
+        return (self.noaug_factor or self.factor) if not row.augmented else self.factor
+
 
 SCALES = {
-    "smoke": Scale("smoke", "synthetic data, seconds: checks the whole pipeline (the tests use it)",
-                   Fraction(1, 300), ("data=synthetic", "data.size=128", "data.test_size=64"), width=2, seeds=1,
-                   checkpoint_every=5, validations=2,
-                   landscape=("viz.resolution=3", "viz.train_examples=64", "viz.val_examples=64")),
-    "micro": Scale("micro", "a balanced 1,000-image subset of CIFAR-10's training set, the full 10,000-image test "
-                   "set, ResNet-18 at width 8, 1/30 of the steps, 2 seeds: at most 3 hours of a 2-core CPU",
-                   Fraction(1, 30), ("data=CIFAR10", "data.size=1000", "data.subset=balanced"), width=8, seeds=2,
-                   checkpoint_every=20, validations=2,
-                   landscape=("viz.resolution=11", "viz.train_examples=1000", "viz.val_examples=2000")),
-    "mini": Scale("mini", "a balanced 5,000-image subset of CIFAR-10, the full test set, ResNet-18 at full width, "
-                  "1/20 of the steps, 1 seed: designed for at most 30 minutes of one GPU",
-                  Fraction(1, 20), ("data=CIFAR10", "data.size=5000", "data.subset=balanced"), width=64, seeds=1,
+    "smoke": Scale("smoke", "a pipeline check, not a result: 128 synthetic images, ResNet-18 at width 2, 1 to 10 "
+                   "steps, 1 seed (the baseline rows take one step at lr 0 and never move); about 3 minutes of a "
+                   "2-core CPU", Fraction(1, 300), ("data=synthetic", "data.size=128", "data.test_size=64"),
+                   width=2, seeds=1, checkpoint_every=5, validations=2,
+                   landscape=("viz.resolution=3", "viz.train_examples=64", "viz.val_examples=64"),
+                   pipeline_check=True),
+    "micro": Scale("micro", "a balanced 500-image subset of CIFAR-10's training set, the full 10,000-image test "
+                   "set, ResNet-18 at width 8; Baseline SGD 100 epochs and Baseline FB 100 steps, the long "
+                   "full-batch rows 300 steps (150 without augmentation); 3 seeds for Baseline SGD, Baseline FB, "
+                   "FB clipped, FB regularized and FB strong reg., 2 for the others: at most 3 hours of a 2-core "
+                   "CPU with --jobs 2", Fraction(1, 10), ("data=CIFAR10", "data.size=500", "data.subset=balanced"),
+                   width=8, seeds=3, checkpoint_every=25, validations=2,
+                   landscape=("viz.resolution=11", "viz.train_examples=500", "viz.val_examples=2000"),
+                   short_factor=Fraction(1, 3), noaug_factor=Fraction(1, 20),
+                   seeds_of=(("fb_longer", 2), ("fb_practice", 2), ("sgd_noaug", 2), ("fb_noaug", 2),
+                             ("fb_longer_noaug", 2), ("fb_clip_noaug", 2), ("fb_reg_noaug", 2),
+                             ("fb_strong_noaug", 2))),
+    "mini": Scale("mini", "a balanced 5,000-image subset of CIFAR-10, the full test set, ResNet-18 at full width; "
+                  "Baseline SGD 100 epochs and Baseline FB 100 steps, the long full-batch rows 500 steps (300 "
+                  "without augmentation), 1 seed: about 80 minutes of one H100 (projected, not yet run)",
+                  Fraction(1, 6), ("data=CIFAR10", "data.size=5000", "data.subset=balanced"), width=64, seeds=1,
                   checkpoint_every=50, validations=10,
-                  landscape=("viz.resolution=21", "viz.train_examples=5000", "viz.val_examples=10000")),
+                  landscape=("viz.resolution=21", "viz.train_examples=5000", "viz.val_examples=10000"),
+                  short_factor=Fraction(1, 3), noaug_factor=Fraction(1, 10)),
     "paper": Scale("paper", "the paper's settings: all 50,000 CIFAR-10 training images, ResNet-18, every step",
                    Fraction(1), ("data=CIFAR10",), width=64, seeds=1, checkpoint_every=100, validations=30,
                    landscape=("viz.resolution=21", "viz.train_examples=10000", "viz.val_examples=10000"),
@@ -91,11 +132,12 @@ def row_overrides(scale, row, seed):
     """The training overrides of one row and seed at one scale (without where its outputs go)."""
     preset = compose_config([*row.overrides]).hyp
     overrides = [*scale.data, *row.overrides, "model=resnet18", f"model.width={scale.width}", f"seed={seed}"]
-    if scale.factor != 1:
-        steps = scaled(preset.steps, scale.factor, 1)
-        overrides += [f"hyp.steps={steps}", f"hyp.warmup={scaled(preset.warmup, scale.factor, 1)}"]
+    factor = scale.factor_of(row)
+    if factor != 1:
+        steps = scaled(preset.steps, factor, 1)
+        overrides += [f"hyp.steps={steps}", f"hyp.warmup={scaled(preset.warmup, factor, 1)}"]
         if str(preset.scheduler) == "cosine-4000":
-            overrides.append(f"hyp.cosine_horizon={scaled(4000, scale.factor, 1)}")
+            overrides.append(f"hyp.cosine_horizon={scaled(4000, factor, 1)}")
     else:
         steps = preset.steps
     overrides.append(f"impl.validate_every_nth_step={max(1, steps // scale.validations)}")
