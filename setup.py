@@ -16,7 +16,8 @@ setup(
         "numpy>=1.24",
         "lmdb>=1.4",
         "matplotlib>=3.7",
-        "scipy>=1.10",
+        "scipy>=1.11",
     ],
-    extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "submitit>=1.5"], "cluster": ["submitit>=1.5"]},
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "submitit>=1.5", "tensorboard>=2.14", "wandb>=0.17"],
+                    "cluster": ["submitit>=1.5"], "tensorboard": ["tensorboard>=2.14"], "wandb": ["wandb>=0.17"]},
 )

@@ -38,6 +38,7 @@ RegularizerPrecision = _choice("RegularizerPrecision", ("full", "compute"), "hyp
 Dataset = _choice("Dataset", ("CIFAR10", "CIFAR100", "TinyImageNet", "synthetic"), "data.name")
 Database = _choice("Database", ("none", "LMDB"), "data/db")
 Subset = _choice("Subset", ("first", "balanced"), "data.subset")
+Tracker = _choice("Tracker", ("none", "tensorboard", "wandb"), "logger")
 Downsample = _choice("Downsample", ("B", "C"), "model.downsample (ResNets)")
 Dtype = _choice("Dtype", ("float32", "float64"), "impl.dtype")
 MemoryFormat = _choice("MemoryFormat", ("contiguous", "channels_last"), "impl.memory")

@@ -14,7 +14,7 @@ from omegaconf import MISSING, OmegaConf
 
 from fullbatch.choices import (AnalysisPreset, Backend, CompileMode, Database, Dataset, Downsample, Dtype,
                                LineSearch, MemoryFormat, Modification, OnDivergence, Optimizer, RegularizerMethod,
-                               RegularizerPrecision, Scheduler, Setup, Subset)
+                               RegularizerPrecision, Scheduler, Setup, Subset, Tracker)
 
 
 @dataclass
@@ -181,8 +181,18 @@ class AnalysisConfig:
 
 
 @dataclass
+class LoggerConfig:
+    name: Tracker = Tracker.none
+    project: str = "fullbatch"  # wandb
+    entity: Optional[str] = None  # wandb: team or user; empty: the default
+    group: Optional[str] = None  # wandb
+    tags: List[str] = field(default_factory=list)  # wandb
+
+
+@dataclass
 class TrainConfig:
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     hyp: HypConfig = field(default_factory=HypConfig)

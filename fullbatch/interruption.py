@@ -7,12 +7,15 @@ traceback.
   while NumPy and PyTorch are imported is it held back (`signals_held`) and delivered when the import ends.
 - During training `StopRequest` turns the first signal into a request to stop after the current step, with a
   checkpoint; under torchrun all ranks agree through one tiny all-reduce, so every rank stops after the same
-  step. A second signal stops at once (the previous checkpoint stays the one to continue from).
+  step. A second signal stops at once (the previous checkpoint stays the one to continue from); the same signal
+  again within 2 seconds is the first one delivered twice (SLURM signals every process of a job step).
 """
 import contextlib
 import signal
+import time
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
+SAME_STOP_SECONDS = 2.0  # a repeat of the first signal within this time is the same stop, not a second one
 
 
 class Stopped(BaseException):
@@ -71,10 +74,12 @@ class StopRequest:
 
     def _handle(self, signum, frame):
         name = signal.Signals(signum).name
+        if self.signal == name and time.monotonic() - self._first < SAME_STOP_SECONDS:
+            return  # the same stop delivered twice: SLURM signals every process of a step, and --jobs forwards it
         if self.signal is not None:
             raise Stopped(f"second signal ({name} after {self.signal}): stopped at once; run the same command "
                           "again to continue from the last checkpoint")
-        self.signal = name
+        self.signal, self._first = name, time.monotonic()
 
     def requested(self, comm, device):
         """True on every rank if any rank received a signal."""

@@ -28,8 +28,8 @@ class MetricsLog:
     """Appends one JSON object per line and flushes, so a crash loses at most the current step. A row that
     cannot be written (full disk) is logged and skipped: it must not end hours of training."""
 
-    def __init__(self, path):
-        self.handle = open(path, "a")
+    def __init__(self, path, tracker=None):
+        self.handle, self.tracker = open(path, "a"), tracker
 
     def write(self, row):
         try:
@@ -37,9 +37,17 @@ class MetricsLog:
             self.handle.flush()
         except OSError as error:
             log.error(f"Could not write the metrics of step {row.get('step')} ({error}); training goes on")
+        if self.tracker:
+            try:
+                self.tracker.write(row)
+            except Exception as error:  # a tracker's network or disk fault must not end hours of training
+                log.error(f"The tracker could not take the metrics of step {row.get('step')} ({error}); "
+                          "metrics.jsonl has them")
 
     def close(self):
         self.handle.close()
+        if self.tracker:
+            self.tracker.close()
 
 
 # overrides that say where things are or how often something is written, not what was trained
@@ -72,6 +80,28 @@ def table_row(summary):
                 output_dir=summary["output_dir"], timestamp=summary.get("finished_at", ""))
 
 
+MEASURED = ("final_train_loss", "final_train_acc", "seconds_per_step", "wall_time", "output_dir", "finished_at")
+
+
+def refill_measured(summary, resume_path):
+    """A finished run started again trains no step and only reports its accuracy. Its training measurements (train
+    loss and accuracy, time per step, wall time) and the folder that holds them are those of the run that wrote
+    the checkpoint: they come from that run's summary, so the table row keeps them. `reported_in` names the new
+    folder. Unchanged when that summary is missing, damaged, or of another config or step."""
+    producer = os.path.dirname(os.path.dirname(resume_path))
+    try:
+        with open(os.path.join(producer, "summary.json")) as handle:
+            earlier = json.load(handle)
+    except (OSError, ValueError):
+        return summary
+    if not isinstance(earlier, dict) or (earlier.get("config_hash"), earlier.get("steps")) != (
+            summary.get("config_hash"), summary.get("steps")):
+        return summary
+    refilled = dict(summary, reported_in=summary["output_dir"])
+    refilled.update({key: earlier[key] for key in MEASURED if earlier.get(key) is not None})
+    return refilled
+
+
 def _joined(augmentations):
     if isinstance(augmentations, (list, tuple)):
         return "+".join(augmentations) or "none"
@@ -101,10 +131,13 @@ def git_revision(folder):
 def record_table_row(path, row, key="run_key"):
     """Put `row` into a CSV table: it replaces an earlier row with the same `key` (a re-run or a requeue of the
     same run reports again), else it is appended. The file is rewritten atomically under a lock file, so
-    concurrent sweep jobs never lose or interleave rows, and columns that older rows lack stay empty."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    concurrent sweep jobs never lose or interleave rows, and columns that older rows lack stay empty. The lock
+    files live in a hidden `.locks/` beside the table: removing one after use would let two writers hold locks
+    on different files."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(os.path.join(folder, ".locks"), exist_ok=True)
     row = {name: _plain(value) for name, value in row.items()}
-    with locked_file(path + ".lock", "a"):
+    with locked_file(os.path.join(folder, ".locks", os.path.basename(path) + ".lock"), "a"):
         rows, columns = read_table(path)
         rows = [old for old in rows if old.get(key) != str(row[key])] + [row]
         columns += [name for name in row if name not in columns]

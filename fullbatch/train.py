@@ -15,6 +15,7 @@ from fullbatch.models import build_model
 from fullbatch.models.ghost_batchnorm import supports_block_groups
 from fullbatch.resume import restore
 from fullbatch.runtime import autocast_factory, config_hash, configure_backend, memory_format, resolve_device
+from fullbatch.trackers import open_tracker
 from fullbatch.training.distributed import Communicator
 from fullbatch.training.loop import train_loop
 from fullbatch.training.trainer import Trainer
@@ -110,7 +111,8 @@ def _run(cfg, output_dir, context, comm):
     log.info(f"Training {cfg.model.name} on {cfg.data.name} ({trainer.dataset.num_train} examples) on "
              f"{trainer.device} x {comm.world_size} processes, "
              f"{'stochastic' if cfg.hyp.train_stochastic else 'full-batch'} mode, {trainer.total_steps} steps")
-    metrics = outputs.MetricsLog(os.path.join(output_dir, "metrics.jsonl")) if comm.is_main else None
+    tracker = open_tracker(cfg, output_dir, resume_path, trainer.step, context["choices"]) if comm.is_main else None
+    metrics = outputs.MetricsLog(os.path.join(output_dir, "metrics.jsonl"), tracker) if comm.is_main else None
     with StopRequest() as stop_request:  # a signal during the final writes waits for them to finish
         try:
             outcome = train_loop(trainer, cfg, output_dir, identity, metrics, stop_request)
@@ -118,6 +120,9 @@ def _run(cfg, output_dir, context, comm):
             if metrics:
                 metrics.close()
         summary = _summary(cfg, trainer, outcome, start, output_dir, context, resume_path, identity)
+        summary["stopped_by"] = stop_request.signal if outcome.status == "preempted" else None
+        if resume_path and not outcome.steps_trained and outcome.status != "preempted":
+            summary = outputs.refill_measured(summary, resume_path)  # reported again: keep what was measured
         if comm.is_main:
             _write_outputs(cfg, trainer, outcome, summary, output_dir, tables)
     if stop_request.signal and outcome.status != "preempted":  # it came after the last step: outputs are done

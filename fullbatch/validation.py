@@ -212,7 +212,11 @@ def validate_setup(setup):
 
 def validate(cfg: DictConfig):
     """Check the whole config; raise ConfigError on the first problem."""
+    from fullbatch.trackers import check_installed
+
     finite_numbers(cfg)
+    if "logger" in cfg:  # the crunch config has none
+        check_installed(cfg.logger.name)
     validate_data(cfg.data)
     _require(not cfg.hyp.train_semi_stochastic or cfg.data.db.name == Database.LMDB, "hyp.train_semi_stochastic",
              "false unless data/db=LMDB (it trains on one stored round per step)", cfg.hyp.train_semi_stochastic)

@@ -8,7 +8,7 @@ LAYERS = [  # bottom first; a module may import from its own layer and the ones 
     {"errors", "choices", "config", "paths", "files", "tf32", "progress"},
     {"data", "models"},
     {"training", "analysis"},
-    {"validation", "runtime", "resume", "outputs", "interruption"},
+    {"validation", "runtime", "resume", "outputs", "interruption", "trackers"},
     {"train", "cli", "benchmark", "visualization", "sweeps", "status", "results", "reproduce"},
 ]
 ALIASES = {"fullbatch/__init__.py", "fullbatch/models/modules.py"}  # forward public names to where they live

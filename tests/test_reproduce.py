@@ -3,6 +3,7 @@ smoke scale (runs, the resume of an interrupted row, the report's table and figu
 import csv
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -221,45 +222,107 @@ def test_jobs_are_checked_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "outputs").exists()
 
 
-def _task_of(job, timeout=120):
-    """The process of a local submitit job's task (its controller's child), once our training code logs."""
+def _started_process(job, timeout=120):
+    """The process of a local submitit job's task, once it has entered RowJob (submitit's handlers are set)."""
+    import re
     import time
 
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if "Training resnet18" in (job.stderr() or ""):
-            children = open(f"/proc/{job._process.pid}/task/{job._process.pid}/children").read().split()
-            if children:
-                return int(children[0])
+        found = re.search(r"seed 0\) started in process (\d+)", job.stderr() or "")
+        if found:
+            return int(found.group(1))
         time.sleep(0.05)
-    raise AssertionError(f"job {job.job_id} did not start training: {job.stderr()}")
+    raise AssertionError(f"job {job.job_id} did not start: {job.stderr()}")
 
 
 def test_the_local_launcher_runs_the_smoke_scale_and_requeues_a_preempted_job_from_its_checkpoint(tmp_path):
     pytest.importorskip("submitit")
     import signal
 
-    from fullbatch.reproduce.launchers import submit_rows
+    from fullbatch.reproduce.launchers import run_local
 
-    assert _smoke(tmp_path, "--launcher", "local", "--jobs", "2") == 0
+    rows = ["--rows", "sgd,fb_clip"]
+    assert _smoke(tmp_path, "--launcher", "local", "--jobs", "2", *rows) == 0
     scale = SCALES["smoke"]
-    runs = [json.load(open(os.path.join(run_folder(str(tmp_path), scale, row, 0), "summary.json")))
-            for row in scale.rows()]
-    assert [run["status"] for run in runs] == ["finished"] * 13
+    runs = [json.load(open(os.path.join(run_folder(str(tmp_path), scale, ROWS[row], 0), "summary.json")))
+            for row in ("sgd", "fb_clip")]
+    assert [run["status"] for run in runs] == ["finished"] * 2
     folder = run_folder(str(tmp_path), scale, ROWS["fb_clip"], 0)
     stop_after_step_5(folder)
 
-    def preempt(job):  # what SLURM does: the preemption signal to the job's task
-        os.kill(_task_of(job), signal.SIGUSR2)
+    def preempt(job):  # what SLURM does: the preemption signal to the job's task, here while it starts up
+        os.kill(_started_process(job), signal.SIGUSR2)
 
-    jobs = submit_rows("local", str(tmp_path), scale, scale.rows(), None, {"time": 60}, 1, "cpu", wait=preempt)
-    assert len(jobs) == 1 and jobs[0].result() == "finished"  # only the stopped row was submitted
-    assert "Requeued" in jobs[0].stderr()  # submitit requeued it after the preemption
+    jobs, stopped = run_local(str(tmp_path), scale, [ROWS["sgd"], ROWS["fb_clip"]], None, {"time": 60}, 1, "cpu",
+                              wait=preempt)
+    assert not stopped and len(jobs) == 1 and jobs[0].result() == "finished"  # only the stopped row ran
+    assert "Requeued" in jobs[0].stdout() + jobs[0].stderr()  # submitit requeued it after the signal
+    assert len(re.findall(r"RowJob\(smoke, fb_clip, seed 0\) started", jobs[0].stderr())) == 2
     summary = json.load(open(os.path.join(folder, "summary.json")))
-    assert summary["status"] == "finished" and summary["resumed_from"]
-    steps = [json.loads(line)["step"] for line in open(os.path.join(folder, "metrics.jsonl"))]
+    assert summary["status"] == "finished" and summary["resumed_from"].endswith("step-0000005.pt")
     from fullbatch.visualization.runs import read_metrics
 
-    assert [row["step"] for row in read_metrics(folder)] == list(range(1, 11)) and steps[:5] == [1, 2, 3, 4, 5]
-    assert _smoke(tmp_path, "--launcher", "local") == 0  # nothing left to run: the report is written
+    assert [row["step"] for row in read_metrics(folder)] == list(range(1, 11))  # continued from step 5
+    assert _smoke(tmp_path, "--launcher", "local", *rows) == 0  # nothing left to run: the report is written
     assert (tmp_path / "reports" / "smoke" / "README.md").exists()
+
+
+def test_a_row_job_preempted_during_training_hands_over_to_submitits_handler_and_only_for_its_signal(monkeypatch):
+    import signal
+
+    from fullbatch.reproduce import launchers
+
+    calls = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: calls.append(signum))
+    try:
+        for stopped_by, requeued in (("SIGUSR2", True), ("SIGTERM", False)):
+            calls.clear()
+            monkeypatch.setattr(launchers, "run_job", lambda *args, by=stopped_by: {"status": "preempted",
+                                                                                    "stopped_by": by})
+            assert launchers.RowJob("/nowhere", "smoke", "fb_clip", 0)() == "preempted"
+            assert calls == ([signal.SIGUSR2] if requeued else []), stopped_by  # scancel's SIGTERM: no requeue
+        monkeypatch.setattr(launchers, "run_job", lambda *args: {"status": "finished"})
+        calls.clear()
+        assert launchers.RowJob("/nowhere", "smoke", "fb_clip", 0)() == "finished" and calls == []
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    delayed = launchers.RowJob("/r", "micro", "sgd", 2, ["impl.threads=1"]).checkpoint()
+    assert repr(delayed.function) == "RowJob(micro, sgd, seed 2)" and delayed.function.extra == ["impl.threads=1"]
+
+
+def test_the_slurm_launcher_submits_one_array_with_the_options_and_config(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("submitit")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text("#!/bin/bash\necho \"$@\" >> \"$(dirname \"$0\")/calls\"\n"
+                                    "echo 'Submitted batch job 4242'\n")
+    (bin_dir / "srun").write_text("#!/bin/bash\nexit 0\n")
+    for name in ("sbatch", "srun"):
+        os.chmod(bin_dir / name, 0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    config = tmp_path / "slurm.yaml"
+    config.write_text("partition: gpu\naccount: 1234\ngpus: 2\ntime: 90\n")
+    root = tmp_path / "root"
+    assert reproduce(["--scale", "smoke", "--root", str(root), "--launcher", "slurm", "--slurm-config", str(config),
+                      "--time", "30", "--rows", "fb_clip,sgd"]) == 0
+    assert "submitted 2 job(s)" in capsys.readouterr().out and (bin_dir / "calls").exists()
+    script = next((root / "outputs" / "reproduce" / "smoke" / "submitit").glob("*_submission.sh")).read_text()
+    for line in ("--partition=gpu", "--account=1234", "--gpus-per-node=2", "--time=30", "--signal=USR2@120",
+                 "--array=0-1"):
+        assert line in script, line
+    assert len(list((root / "outputs" / "reproduce" / "smoke" / "submitit").glob("*_submitted.pkl"))) == 2
+    config.write_text("partition: gpu\ngpus: -1\n")
+    assert reproduce(["--scale", "smoke", "--root", str(root), "--launcher", "slurm", "--slurm-config",
+                      str(config)]) == 2
+    assert "slurm gpus=-1 is not allowed" in capsys.readouterr().err
+
+
+def test_a_run_folder_of_another_design_of_the_scale_is_refused_not_reused(tmp_path, capsys):
+    folder = run_folder(str(tmp_path), SCALES["smoke"], ROWS["sgd"], 0)
+    os.makedirs(folder)
+    with open(os.path.join(folder, "summary.json"), "w") as handle:
+        json.dump({"status": "finished", "overrides": ["data.size=99", "hyp=base_sgd"]}, handle)
+    assert reproduce(["--scale", "smoke", "--root", str(tmp_path), "--rows", "sgd", "--device", "cpu"]) == 2
+    assert "holds a run of another design of scale smoke" in capsys.readouterr().err
+    assert reproduce(["--scale", "smoke", "--root", str(tmp_path), "--rows", "sgd", "--report-only"]) == 2

@@ -46,8 +46,37 @@ def test_linear_drops_after_warmup_at_the_original_milestones():
 
 def test_none_and_no_warmup():
     assert [lr_factor(t, "none", 100, 5) for t in (0, 5, 6, 99)] == [0.0, 1.0, 1.0, 1.0]
-    assert lr_factor(0, "cosine-decay", 10, 0) == lr_factor(1, "cosine-decay", 10, 0) == 1.0  # W = 0: t = 0 and 1
-    assert lr_factor(2, "cosine-decay", 10, 0) == pytest.approx(0.5 * (1 + math.cos(math.pi / 10)), rel=1e-15)
+    assert [lr_factor(t, "none", 100, 0) for t in (0, 1, 99)] == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("scheduler,steps,horizon", [("cosine-decay", 20, 20), ("cosine-4000", 3000, 4000),
+                                                     ("cosine-4000", 300, 400)])
+def test_without_warmup_the_cosine_is_the_originals_closed_form_from_step_0(scheduler, steps, horizon):
+    # the original has no warmup wrapper at W = 0: lr(t) = p * 0.5 * (1 + cos(pi * t / T)) from t = 0
+    peak = 0.4
+    cosine_horizon = None if scheduler == "cosine-decay" or horizon == 4000 else horizon
+    for t in range(steps):
+        expected = peak * 0.5 * (1 + math.cos(math.pi * t / horizon))
+        assert abs(peak * lr_factor(t, scheduler, steps, 0, cosine_horizon) - expected) < 1e-9, t
+    assert lr_factor(0, scheduler, steps, 0, cosine_horizon) == 1.0 and lr_factor(1, scheduler, steps, 0) < 1.0
+
+
+def test_without_warmup_linear_drops_at_the_milestones_themselves():
+    # steps 80: milestones 29, 49, 70 (floor division of floats); without warmup the lr drops at t >= milestone
+    factors = [lr_factor(t, "linear", 80, 0) for t in range(80)]
+    assert [t for t in range(1, 80) if factors[t] < factors[t - 1]] == [29, 49, 70]
+    for t in range(80):
+        assert abs(factors[t] - 0.1 ** sum(t >= m for m in (29, 49, 70))) < 1e-9, t
+
+
+def test_the_scheduler_at_warmup_0_drives_the_optimizer_with_the_closed_form():
+    hyp = compose_config(["hyp=fb1", "hyp.warmup=0", "hyp.steps=20"]).hyp
+    optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(2))], hyp.optim)
+    scheduler = build_scheduler(optimizer, hyp)
+    for t in range(20):
+        assert abs(optimizer.param_groups[0]["lr"] - 0.1 * 0.5 * (1 + math.cos(math.pi * t / 20))) < 1e-9, t
+        optimizer.step()
+        scheduler.step()
 
 
 def test_warmup_longer_than_the_run_rises_for_the_whole_run():

@@ -73,15 +73,20 @@ def test_a_sweep_goes_on_past_failed_jobs_and_lists_them_at_the_end(tmp_path):
     assert row["run_key"] == f"sweep/{config_hash(failed)}"  # a fixed rerun of that job replaces this row
 
 
-def test_reporting_a_finished_run_again_replaces_its_table_row(tmp_path):
+def test_reporting_a_finished_run_again_keeps_its_measured_values_in_its_table_row(tmp_path):
     cfg = compose_config([*TINY, "name=again", "hyp=fb1", "hyp.steps=2"])
-    run(cfg, output_dir=str(tmp_path / "outputs" / "again" / "first"))
-    run(cfg, output_dir=str(tmp_path / "outputs" / "again" / "second"))  # a requeue of the finished command
+    first = run(cfg, output_dir=str(tmp_path / "outputs" / "again" / "first"))
+    again = run(cfg, output_dir=str(tmp_path / "outputs" / "again" / "second"))  # a requeue of the finished command
     other = compose_config([*TINY, "name=again", "hyp=fb1", "hyp.steps=2", "seed=1"])
     run(other, output_dir=str(tmp_path / "outputs" / "again" / "third"))
     rows, _ = read_table(str(tmp_path / "tables" / "synthetic_resnet20.csv"))
-    assert [(row["seed"], os.path.basename(row["output_dir"])) for row in rows] == [("0", "second"),
+    assert [(row["seed"], os.path.basename(row["output_dir"])) for row in rows] == [("0", "first"),
                                                                                    ("1", "third")]
+    for key in ("final_train_loss", "final_train_acc", "seconds_per_step", "final_val_acc"):
+        assert first[key] is not None and float(rows[0][key]) == pytest.approx(first[key], rel=1e-12), key
+    assert float(rows[0]["wall_time"]) == round(first["wall_time"], 1)
+    assert again["reported_in"].endswith("second") and again["seconds_per_step"] == first["seconds_per_step"]
+    assert sorted(os.listdir(tmp_path / "tables")) == [".locks", "synthetic_resnet20.csv"]  # no lock files in sight
 
 
 def _scaled(state, factor):

@@ -11,11 +11,13 @@ import logging
 import os
 import shlex
 import sys
+import time
 
 from fullbatch.errors import ConfigError, DatasetUnavailable
 from fullbatch.interruption import Stopped, signals_held, stop_at_once_on_signals
 
 ALLOWED_OVERRIDES = ("data.path=", "data.db.path=", "impl.")
+CPU_WIDTH = 16  # --list measures a step on a CPU only up to this model width
 
 
 def parse(argv):
@@ -63,6 +65,10 @@ def parse(argv):
         parser.error("--seeds must be at least 1")
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
+    if args.time is not None and args.time < 1:
+        parser.error("--time must be at least 1 (minutes)")
+    if len({row.name for row in rows}) != len(rows):
+        parser.error("--rows names a row twice")
     return args, scale, rows, seeds
 
 
@@ -75,7 +81,13 @@ def list_rows(args, scale, rows, seeds):
     device = resolve_device(args.device).type
     total_here, total_gpu, total_paper, runs = 0.0, 0.0, 0.0, 0
     print(f"# scale {scale.name}: {scale.description}")
-    for row, steps, seconds, hours, paper in projected(scale, rows, seeds, device, measure=not args.no_measure):
+    measure = not args.no_measure
+    if measure and device == "cpu" and scale.width > CPU_WIDTH:
+        measure = False
+        print(f"# not measured here: a CPU needs hours per row for ResNet-18 at width {scale.width}; the GPU "
+              "projections below stand (--device cuda on a GPU machine measures)")
+    say = lambda text: print(f"# {text}", file=sys.stderr, flush=True)  # noqa: E731
+    for row, steps, seconds, hours, paper in projected(scale, rows, seeds, device, measure=measure, say=say):
         count = scale.seeds_for(row, seeds)
         here = f"{duration(seconds)} per seed on this {device}" if seconds is not None else "not measured here"
         print(f"# {row.label}: {steps} steps, {count} seed(s), {here}; one H100: {duration(3600 * hours)} at this "
@@ -86,7 +98,7 @@ def list_rows(args, scale, rows, seeds):
         total_gpu += hours * count
         total_paper += paper * count
         runs += count
-    if not args.no_measure:
+    if measure:
         print(f"# total on this {device}, {runs} runs one after the other: {duration(total_here)} (measured step, "
               "projected run)")
     print(f"# total on one H100 for these {runs} runs: {duration(3600 * total_gpu)} at this scale, {total_paper:.0f} "
@@ -94,22 +106,43 @@ def list_rows(args, scale, rows, seeds):
           "fullbatch/reproduce/cost.py)")
 
 
-def finished_job(job):
-    try:
-        return job.result() != "preempted"
-    except Exception as error:  # submitit re-raises the job's error, whatever its type
-        logging.getLogger("fullbatch").error(f"job {job.job_id} failed: {str(error).strip().splitlines()[-1]}")
-        return False
+def job_results(jobs):
+    """True when every submitit job finished; each failure or stopped job is logged with its reason."""
+    log, good = logging.getLogger("fullbatch"), True
+    for job in jobs:
+        try:
+            status = job.result()
+        except Exception as error:  # submitit re-raises the job's error, whatever its type
+            log.error(f"job {job.job_id} failed: {(str(error).strip().splitlines() or [repr(error)])[-1]}")
+            good = False
+            continue
+        if status == "preempted":
+            log.warning(f"job {job.job_id} stopped after a checkpoint; run the same command again to continue it")
+            good = False
+    return good
+
+
+def check_launch(args):
+    """What can be refused before any work: the launcher's package and the slots of --jobs."""
+    if args.launcher != "none":
+        from fullbatch.reproduce.launchers import import_submitit
+
+        import_submitit()
+    if args.launcher != "slurm" and (args.jobs > 1 or args.launcher == "local"):
+        from fullbatch.reproduce.parallel import slots
+
+        slots(args.device, args.jobs)
 
 
 def run_all(args, root, scale, rows, seeds):
     """Every row and seed that has not ended, on this machine; 'done', 'preempted' or 'failed'."""
     if args.launcher == "local":
-        from fullbatch.reproduce.launchers import submit_rows
+        from fullbatch.reproduce.launchers import run_local
 
-        jobs = submit_rows("local", root, scale, rows, seeds, {"time": args.time or 24 * 60}, args.jobs,
-                           args.device, args.overrides)
-        return "done" if all(finished_job(job) for job in jobs) else "failed"
+        jobs, stopped = run_local(root, scale, rows, seeds, {"time": args.time or 24 * 60}, args.jobs, args.device,
+                                  args.overrides)
+        good = job_results(jobs)
+        return "preempted" if stopped else ("done" if good else "failed")
     if args.jobs > 1:
         from fullbatch.reproduce.parallel import run_parallel
 
@@ -119,10 +152,26 @@ def run_all(args, root, scale, rows, seeds):
     return run_rows(root, scale, rows, seeds, args.device, args.overrides)
 
 
-def submit_to_slurm(args, root, scale, rows, seeds):
-    from fullbatch.reproduce.launchers import slurm_options, submit_rows
+def timed(args, root, scale, rows, seeds):
+    """run_all, with its wall time recorded for the report (also when a signal ends it)."""
+    from fullbatch.reproduce.wall_time import record
 
-    jobs = submit_rows("slurm", root, scale, rows, seeds, slurm_options(args), extra=args.overrides)
+    started, outcome = time.time(), "stopped"
+    try:
+        outcome = run_all(args, root, scale, rows, seeds)
+    except (ConfigError, DatasetUnavailable):
+        outcome = None  # refused before anything ran
+        raise
+    finally:
+        if outcome is not None:
+            record(root, scale, started, args.jobs, args.launcher, outcome)
+    return outcome
+
+
+def submit_to_slurm(args, root, scale, rows, seeds):
+    from fullbatch.reproduce.launchers import slurm_options, submit_slurm
+
+    jobs = submit_slurm(root, scale, rows, seeds, slurm_options(args), extra=args.overrides)
     report = shlex.join(["python", "-m", "fullbatch.reproduce", "--scale", scale.name, "--report-only",
                          "--root", args.root, *(["--rows", args.rows] if args.rows else []),
                          *(["--seeds", str(seeds)] if args.seeds else []), *args.overrides])
@@ -144,8 +193,11 @@ def main(argv=None):
             return 0
         root = os.path.abspath(args.root)
         if args.launcher == "slurm" and not args.report_only:
+            check_launch(args)
             return submit_to_slurm(args, root, scale, rows, seeds)
-        outcome = "done" if args.report_only else run_all(args, root, scale, rows, seeds)
+        if not args.report_only:
+            check_launch(args)
+        outcome = "done" if args.report_only else timed(args, root, scale, rows, seeds)
         if outcome == "preempted":
             print("fullbatch: stopped by a signal; run the same command again to continue", file=sys.stderr)
             return 4

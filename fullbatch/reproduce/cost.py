@@ -48,9 +48,15 @@ def gpu_hours(cfg, regularized, block):
     return cfg.hyp.steps * images / rate * (2 if regularized else 1) / 3600
 
 
-def projected(scale, rows, seeds, device="cpu", measure=True):
+def describe(kind):
+    stochastic, regularized, block = kind
+    mode = "an SGD epoch" if stochastic else "a full-batch step" + (" with the regularizer" if regularized else "")
+    return f"{mode}, blocks of {block}"
+
+
+def projected(scale, rows, seeds, device="cpu", measure=True, say=lambda text: None):
     """[(row, steps, seconds on this device per seed or None, GPU-hours per seed at this scale, GPU-hours per
-    seed at paper scale)]."""
+    seed at paper scale)]; `say` hears what is being measured, before it is."""
     measured, result = {}, []
     for row in rows:
         cfg = compose_config(row_overrides(scale, row, 0))
@@ -60,6 +66,7 @@ def projected(scale, rows, seeds, device="cpu", measure=True):
         seconds = None
         if measure:
             if kind not in measured:
+                say(f"measuring {describe(kind)} at width {scale.width} on this {device}...")
                 measured[kind] = _measure(row_overrides(scale, row, 0), kind[2], device)
             per_train, per_test = measured[kind]
             seconds = cfg.hyp.steps * train_images * per_train + validations * test_images * per_test

@@ -16,9 +16,10 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s")
     job = json.loads((argv if argv is not None else sys.argv[1:])[0])
     try:
-        with signals_held():
+        with signals_held():  # PyTorch's import: a signal is delivered when it has finished
             from fullbatch.errors import ConfigError, DatasetUnavailable
             from fullbatch.reproduce.runner import run_job
+            import fullbatch.train  # noqa: F401
         try:
             summary = run_job(job["root"], job["scale"], job["row"], job["seed"], job["extra"])
         except (ConfigError, DatasetUnavailable) as error:

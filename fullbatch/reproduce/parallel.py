@@ -14,7 +14,8 @@ import time
 
 from fullbatch.errors import ConfigError
 from fullbatch.interruption import SIGNALS
-from fullbatch.reproduce.runner import finished_summary, run_folder
+from fullbatch.visualization.runs import read_summary
+from fullbatch.reproduce.runner import ended, run_folder
 
 log = logging.getLogger("fullbatch")
 STATUS = {0: "ended", 2: "configuration or data error", 4: "stopped by a signal"}
@@ -78,7 +79,7 @@ def run_parallel(root, scale, rows, seeds, jobs, device="auto", extra=()):
                 row, seed = todo.pop(0)
                 number += 1
                 folder = run_folder(root, scale, row, seed)
-                if finished_summary(folder):
+                if ended(root, scale, row, seed):
                     log.info(f"[{number}/{total}] {row.name} seed {seed}: already ended, kept")
                     continue
                 os.makedirs(folder, exist_ok=True)
@@ -98,14 +99,14 @@ def run_parallel(root, scale, rows, seeds, jobs, device="auto", extra=()):
                 forwarder.children.remove(child)
                 free.append(slot)
                 code = child.returncode
-                summary = finished_summary(run_folder(root, scale, row, seed)) or {}
+                summary = read_summary(run_folder(root, scale, row, seed))
                 log.info(f"{row.name} seed {seed}: {summary.get('status') or STATUS.get(code, f'exit {code}')} "
                          f"after {time.time() - started:.0f} s")
-                if code not in (0, 4):
+                if code not in (0, 4) and not (forwarder.received and code < 0):  # killed by the forwarded stop
                     failed.append(f"{row.name} seed {seed} (exit {code}, see its job.log)")
             time.sleep(0.2)
     if failed:
         log.error("failed: " + "; ".join(failed))
         return "failed"
     return "preempted" if forwarder.received or any(
-        not finished_summary(run_folder(root, scale, row, seed)) for row, seed in scale.jobs(rows, seeds)) else "done"
+        not ended(root, scale, row, seed) for row, seed in scale.jobs(rows, seeds)) else "done"

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from fullbatch.files import atomic_write  # noqa: E402
 from fullbatch.reproduce.intervals import Interval, mean_interval, welch_difference  # noqa: E402
+from fullbatch.reproduce import wall_time  # noqa: E402
 from fullbatch.reproduce.runner import run_folder  # noqa: E402
 from fullbatch.visualization.curves import plain_log_axis, save_figure  # noqa: E402
 from fullbatch.visualization.runs import joined_metrics, read_summary  # noqa: E402
@@ -31,9 +32,14 @@ FITTED = 0.99  # mean final train accuracy of a row that has fitted its training
 
 def collect(root, scale, rows, seeds=None):
     """{row name: [summary of each seed that ended]} in row order; rows without any are left out."""
+    from fullbatch.reproduce.runner import ended as check_design
+
     results = {}
     for row in rows:
-        ended = [read_summary(run_folder(root, scale, row, seed)) for seed in range(scale.seeds_for(row, seeds))]
+        seeds_of_row = range(scale.seeds_for(row, seeds))
+        for seed in seeds_of_row:
+            check_design(root, scale, row, seed)  # a run of another design of the scale is an error
+        ended = [read_summary(run_folder(root, scale, row, seed)) for seed in seeds_of_row]
         ended = [summary for summary in ended if summary.get("status") not in (None, "preempted")]
         if ended:
             results[row.name] = ended
@@ -124,59 +130,74 @@ def comparisons(rows, results):
 
 
 def ladder(rows, results):
-    """Each full-batch row against the one before it in its half, from FB train longer on: what each of the
-    paper's rows (longer, clipped, regularized, smaller blocks, shuffled blocks) changed here."""
+    """Each full-batch row against the one before it in its half of the paper's table, from FB train longer on:
+    what each of the paper's rows (longer, clipped, regularized, smaller blocks, shuffled blocks) changed here.
+    The pairs come from the table's order, whatever rows were asked for."""
+    from fullbatch.reproduce.scales import ROWS
+
     references = {}
     for augmented in (True, False):
-        half = [row.name for row in rows if row.augmented == augmented and not row.optional]
+        half = [row.name for row in ROWS.values() if row.augmented == augmented and not row.optional]
         references.update(zip(half[2:], half[1:]))
     return _against(rows, results, references)
 
 
 def resolution_sentence(compared):
-    """How large a difference these seeds resolve: the half-widths of the comparisons' intervals."""
+    """How large a difference these seeds resolve: the half-widths of the comparisons' intervals (a zero width,
+    from seeds that agree exactly, says nothing about resolution and is left out)."""
     widths = sorted(c.difference.half_width for c in compared
-                    if c.difference is not None and c.difference.half_width is not None)
+                    if c.difference is not None and c.difference.half_width)
     if not widths:
-        return "No comparison has two or more seeds on both sides, so none has an interval."
+        return "No comparison has two or more differing seeds on both sides, so none has an interval to judge by."
     return (f"How large a difference these seeds resolve: a comparison's difference must exceed the half-width of "
             f"its interval, which here runs from {widths[0]:.1f} to {widths[-1]:.1f} points (median "
-            f"{statistics.median(widths):.1f}); smaller true differences are not resolved.")
+            f"{statistics.median(widths):.1f}); smaller true differences are not resolved. With {len(widths)} "
+            f"comparisons at 95% each, about {0.05 * len(widths):.1f} would exclude 0 by chance alone if no row "
+            "differed from any other.")
 
 
 MATCH_SGD = ("fb_clip", "fb_reg", "fb_strong", "fb_practice", "fb_reg_noaug", "fb_strong_noaug")
 
 
 def summary_sentences(rows, results):
-    """Two plain sentences: the ordering measured, and where it disagrees with the paper's finding (the clipped
-    and regularized full-batch rows match SGD; plain full batch falls short of it)."""
+    """Two plain sentences: the ordering measured (rows that missed their regime apart), and where it disagrees
+    with the paper's finding (the clipped and regularized full-batch rows match SGD; plain full batch falls short
+    of it), counting only differences whose 95% interval excludes 0."""
     means = {row.name: statistics.fmean(_accuracies(results[row.name])) for row in rows
              if row.name in results and _accuracies(results[row.name])}
     if not means:
         return "No run has ended yet."
-    labels = {row.name: row.label for row in rows}
-    ranked = sorted(means, key=means.get, reverse=True)
-    first = "Ranked by mean final validation accuracy: " + ", ".join(f"{labels[n]} {means[n]:.1f}%" for n in ranked) + "."
-    disagreements = []
+    by_name = {row.name: row for row in rows}
+    missed = [name for name in means if regime(by_name[name], results[name]) == "missed"]
+    ranked = sorted((name for name in means if name not in missed), key=means.get, reverse=True)
+    first = ("Ranked by mean final validation accuracy: " +
+             ", ".join(f"{by_name[n].label} {means[n]:.1f}%" for n in ranked) + "." if ranked else "")
+    if missed:
+        first += (" Not ranked, as they missed their regime: " + ", ".join(by_name[n].label for n in missed) + ".")
+    disagreements, skipped = [], []
     for comparison in comparisons(rows, results):
         row, interval = comparison.row, comparison.difference
-        if interval is None or not interval.excludes_zero:
+        if interval is None:
+            skipped.append(row.label)
+            continue
+        if not interval.excludes_zero:
             continue
         if row.name in MATCH_SGD:
             disagreements.append(f"{row.label} is {abs(interval.centre):.1f} points "
                                  f"{'above' if interval.centre > 0 else 'below'} {comparison.reference} "
                                  f"(95% interval {interval.text(1)})")
-    for comparison in comparisons(rows, results):
-        interval = comparison.difference
-        if comparison.row.name in ("fb", "fb_noaug") and interval is not None and interval.centre >= 0:
-            disagreements.append(f"{comparison.row.label} is not below {comparison.reference} "
-                                 f"({interval.text(1)} points)")
-    second = ("Where this disagrees with the paper's finding (clipped and regularized full batch matches SGD, plain "
-              "full batch falls short of it), counting only differences whose 95% interval excludes 0: "
-              + "; ".join(disagreements) + "." if disagreements else
-              "Nothing here disagrees with the paper's finding (clipped and regularized full batch matches SGD, "
-              "plain full batch falls short of it) by a difference whose 95% interval excludes 0.")
-    return f"{first} {second}"
+        if row.name in ("fb", "fb_noaug") and interval.centre > 0:
+            disagreements.append(f"{row.label} is above {comparison.reference} (95% interval {interval.text(1)})")
+    finding = ("the paper's finding (clipped and regularized full batch matches SGD, plain full batch falls short "
+               "of it)")
+    if disagreements:
+        second = (f"Where this disagrees with {finding}, counting only differences whose 95% interval excludes 0: "
+                  + "; ".join(disagreements) + ".")
+    else:
+        second = f"No difference whose 95% interval excludes 0 disagrees with {finding}."
+    if skipped:
+        second += " Not compared with SGD (a row missed its regime): " + ", ".join(skipped) + "."
+    return f"{first} {second}".strip()
 
 
 def accuracy_figure(path, rows, results):
@@ -196,34 +217,53 @@ def accuracy_figure(path, rows, results):
     return save_figure(figure, path)
 
 
+SERIES = (("train_loss", "-", "train loss"), ("val_loss", "o--", "validation loss"), ("full_loss", ":", "full loss"))
+
+
 def curves_figure(path, root, scale, rows):
-    """Small multiples in the paper's Fig. 2/3 style: train, validation and full loss; clipped steps in black."""
+    """Small multiples in the paper's Fig. 2/3 style: train, validation and full loss on a log axis, clipped
+    steps in black; one legend for every panel, below them; runs of a step or two drawn as markers."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
     full_batch = [row for row in rows if "base_sgd" not in row.overrides[0]
                   and os.path.isfile(os.path.join(run_folder(root, scale, row, 0), "metrics.jsonl"))]
     if not full_batch:
         return None
     columns = 4
     lines = (len(full_batch) + columns - 1) // columns
-    figure, axes = plt.subplots(lines, columns, figsize=(3.2 * columns, 2.6 * lines), squeeze=False)
+    figure, axes = plt.subplots(lines, columns, figsize=(3.2 * columns, 2.6 * lines + 0.6), squeeze=False)
     for axis, row in zip(axes.flat, full_batch):
         metrics = joined_metrics(run_folder(root, scale, row, 0))
-        for key, style in (("train_loss", "-"), ("val_loss", "o--"), ("full_loss", ":")):
+        last_step = max([m["step"] for m in metrics] or [1])
+        for key, style, _ in SERIES:
             points = [(m["step"], m[key]) for m in metrics if isinstance(m.get(key), (int, float))]
             if points:
-                axis.plot(*zip(*points), style, markersize=3, label=key.replace("_", " "))
+                axis.plot(*zip(*points), style if len(points) > 2 else "o",  # a line of one point is invisible
+                          markersize=3, color=_series_colour(key))
         clipped = [(m["step"], m["train_loss"]) for m in metrics if m.get("clipped") is True]
         if clipped:
-            axis.scatter(*zip(*clipped), marker="x", s=10, color="black", zorder=3, label="clipped step")
+            axis.scatter(*zip(*clipped), marker="x", s=10, color="black", zorder=3)
         axis.set_title(row.label, fontsize=8)
+        axis.set_xlim(0, last_step + 1)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
         plain_log_axis(axis)
         axis.tick_params(labelsize=7)
     for axis in list(axes.flat)[len(full_batch):]:
         axis.set_visible(False)
-    axes.flat[0].legend(fontsize=6)
-    figure.supxlabel("step", fontsize=8)
-    figure.supylabel("cross-entropy", fontsize=8)
-    figure.tight_layout()
+    handles = [Line2D([], [], linestyle=style.lstrip("o") or "-", marker="o" if style.startswith("o") else None,
+                      markersize=3, color=_series_colour(key), label=label) for key, style, label in SERIES]
+    handles.append(Line2D([], [], linestyle="", marker="x", color="black", label="clipped step"))
+    figure.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=len(handles), fontsize=7,
+                  frameon=False)
+    figure.supxlabel("step", fontsize=8, y=0.05)
+    figure.supylabel("cross-entropy (log scale)", fontsize=8)
+    figure.tight_layout(rect=(0, 0.07, 1, 1))
     return save_figure(figure, path)
+
+
+def _series_colour(key):
+    return {"train_loss": "tab:blue", "val_loss": "tab:orange", "full_loss": "tab:green"}[key]
 
 
 def landscape_figure(report_dir, root, scale, rows, device="auto", extra=()):
@@ -249,20 +289,28 @@ def landscape_figure(report_dir, root, scale, rows, device="auto", extra=()):
 
 def _landscape_panels(path, data, rows, rise, radius):
     """Train loss along the direction, one panel per half (with / without augmentation), one colour per row, the
-    flatness number in each legend entry: 13 overlaid models with validation curves would not be readable."""
+    flatness number in each legend entry, the legend beside the panel: 13 overlaid models with validation
+    curves would not be readable. A curve equal to one drawn before it is dashed and says so."""
+    import numpy as np
+
     halves = [[row for row in rows if row.augmented], [row for row in rows if not row.augmented]]
     halves = [half for half in halves if half]
-    figure, axes = plt.subplots(1, len(halves), figsize=(6.2 * len(halves), 4.4), squeeze=False)
+    figure, axes = plt.subplots(1, len(halves), figsize=(8.4 * len(halves), 4.6), squeeze=False)
     index = {str(label): position for position, label in enumerate(data["labels"])}
     colours = plt.get_cmap("tab10")
     for axis, half in zip(axes[0], halves):
+        drawn = []
         for number, row in enumerate(half):
-            axis.plot(data["alphas"], data["train_loss"][index[row.label]], color=colours(number),
-                      label=f"{row.label}: +{rise[row.label]:.3g}")
-        axis.set(xlabel="distance along the filter-normalised direction", ylabel="train loss (cross-entropy)",
+            curve = np.asarray(data["train_loss"][index[row.label]])
+            twin = next((label for label, other in drawn if np.allclose(curve, other, rtol=1e-6, atol=1e-9)), None)
+            label = f"{row.label}: +{rise[row.label]:.3g}" + (f" (same curve as {twin})" if twin else "")
+            axis.plot(data["alphas"], curve, color=colours(number), linestyle="--" if twin else "-", label=label)
+            drawn.append((row.label, curve))
+        axis.set(xlabel="distance along the filter-normalised direction", ylabel="train loss (log scale)",
                  title="with augmentation" if half[0].augmented else "without augmentation")
         plain_log_axis(axis)
-        axis.legend(fontsize=7, title=f"train-loss rise at distance {radius}", title_fontsize=7)
+        axis.legend(fontsize=7, title=f"train-loss rise at distance {radius}", title_fontsize=7,
+                    loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     figure.suptitle("1-D loss landscapes of each row's final model (seed 0); one random direction, drawn from one "
                     "seed and filter-normalised per model", fontsize=10)
     figure.tight_layout()
@@ -272,6 +320,10 @@ def _landscape_panels(path, data, rows, rise, radius):
 PIPELINE_NOTE = ("This scale is a pipeline check, not a result: it runs every row end to end on a few synthetic "
                  "images for 1 to 10 steps (the baseline rows take one step at lr 0 and never move), and checks that "
                  "training, resuming, the table, the figures and the landscapes work. No verdicts are drawn from it.")
+
+
+def _interval_text(values):
+    return mean_interval(values).text() if values else ""
 
 
 def table_lines(rows, results, rise):
@@ -285,8 +337,8 @@ def table_lines(rows, results, rise):
         seconds = [s["seconds_per_step"] for s in ended if s.get("seconds_per_step")]
         statuses = sorted({s["status"] for s in ended} - {"finished"})
         train_acc, train_loss = _numbers(ended, "final_train_acc"), _numbers(ended, "final_train_loss")
-        final = mean_interval(_accuracies(ended)).text() + (f" ({', '.join(statuses)})" if statuses else "")
-        best = mean_interval(_accuracies(ended, "best_val_acc")).text()
+        final = _interval_text(_accuracies(ended)) + (f" ({', '.join(statuses)})" if statuses else "")
+        best = _interval_text(_accuracies(ended, "best_val_acc"))
         lines.append(
             f"| {row.label} | {len(ended)} | {f'{statistics.fmean(train_acc):.3f}' if train_acc else ''} | "
             f"{f'{statistics.fmean(train_loss):.3g}' if train_loss else ''} | {regime(row, ended)} | {final} | {best} | "
@@ -317,7 +369,8 @@ def write_report(root, scale, rows, seeds, command, report_dir=None, device="aut
     accuracy_figure(os.path.join(report_dir, "accuracy.png"), rows, results)
     curves_figure(os.path.join(report_dir, "curves.png"), root, scale, rows)
     rise = landscape_figure(report_dir, root, scale, rows, device, extra) if landscapes else {}
-    lines = [f"# Reproduction at scale `{scale.name}`", "", f"{scale.description}.", "", f"Command: `{command}`", ""]
+    lines = [f"# Reproduction at scale `{scale.name}`", "", f"{scale.description}.", "", f"Command: `{command}`", "",
+             wall_time.sentence(root, scale), ""]
     if scale.pipeline_check:
         lines += [PIPELINE_NOTE, ""]
     lines += table_lines(rows, results, rise)

@@ -6,6 +6,7 @@ import logging
 import os
 import shlex
 
+from fullbatch.errors import ConfigError
 from fullbatch.paths import compose_config
 from fullbatch.reproduce.scales import ROWS, SCALES, row_overrides
 from fullbatch.results import FINISHED
@@ -41,10 +42,24 @@ def finished_summary(folder):
     return summary if summary.get("status") in FINISHED + ("diverged",) else None
 
 
+def ended(root, scale, row, seed):
+    """The summary of this row and seed if its run ended, else None. A run folder that holds a run of another
+    design of the scale (an earlier version's data size or lengths) is an error, not a result to reuse."""
+    folder = run_folder(root, scale, row, seed)
+    summary = read_summary(folder)
+    if summary:
+        recorded = summary.get("overrides")
+        missing = [item for item in row_overrides(scale, row, seed)
+                   if not isinstance(recorded, list) or item not in recorded]
+        if missing:
+            raise ConfigError(f"{folder} holds a run of another design of scale {scale.name} (it lacks "
+                              f"{missing[0]}); move it away or give another --root")
+    return summary if summary.get("status") in FINISHED + ("diverged",) else None
+
+
 def pending_jobs(root, scale, rows, seeds):
     """[(row, seed)] of the runs that have not ended, in table order."""
-    return [(row, seed) for row, seed in scale.jobs(rows, seeds)
-            if not finished_summary(run_folder(root, scale, row, seed))]
+    return [(row, seed) for row, seed in scale.jobs(rows, seeds) if not ended(root, scale, row, seed)]
 
 
 def run_job(root, scale_name, row_name, seed, extra=()):
@@ -54,7 +69,7 @@ def run_job(root, scale_name, row_name, seed, extra=()):
 
     scale, row = SCALES[scale_name], ROWS[row_name]
     overrides, folder = job_overrides(root, scale, row, seed, extra)
-    summary = finished_summary(folder)
+    summary = ended(root, scale, row, seed)
     if summary:
         return summary
     os.makedirs(folder, exist_ok=True)
@@ -67,7 +82,7 @@ def run_rows(root, scale, rows, seeds=None, device="auto", extra=()):
     jobs = scale.jobs(rows, seeds)
     for number, (row, seed) in enumerate(jobs, 1):
         folder = run_folder(root, scale, row, seed)
-        if finished_summary(folder):
+        if ended(root, scale, row, seed):
             log.info(f"[{number}/{len(jobs)}] {row.name} seed {seed}: already ended, kept")
             continue
         log.info(f"[{number}/{len(jobs)}] {row.name} seed {seed}: {folder}")

@@ -8,9 +8,12 @@ epochs, and Baseline FB, which gets SGD's budget in steps), one for the long ful
 another for the long rows without augmentation (they fit sooner). lr, clipping, regularizer strength, block
 size, schedule shape, mode and augmentation are the presets' own at every scale. See docs/reproduce.md.
 """
+import functools
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import List, Optional, Tuple
+
+from omegaconf import OmegaConf
 
 from fullbatch.paths import compose_config
 
@@ -128,9 +131,17 @@ def scaled(value, factor, at_least=0):
     return max(at_least, round(value * factor))
 
 
+@functools.lru_cache(maxsize=None)
+def _preset(overrides):
+    """A row's composed preset, once per process: composing is slow, and `--list` asks for every row often."""
+    cfg = compose_config(list(overrides)).hyp
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
 def row_overrides(scale, row, seed):
     """The training overrides of one row and seed at one scale (without where its outputs go)."""
-    preset = compose_config([*row.overrides]).hyp
+    preset = _preset(row.overrides)
     overrides = [*scale.data, *row.overrides, "model=resnet18", f"model.width={scale.width}", f"seed={seed}"]
     factor = scale.factor_of(row)
     if factor != 1:

@@ -7,8 +7,9 @@ The schedule is the original code's, exactly: for training step t = 0, 1, 2, ...
   cosine-4000  : the same with a horizon of 4000, so a 3000-step run stops before the end
   linear       : 0.1 ** k, k = how many of steps // 2.667, steps // 1.6, steps // 1.142 are <= t - W - 1
   none         : 1
-With W = 0 there is no warmup: steps 0 and 1 run at the peak, as W and W + 1 do otherwise. Nothing clamps
-the cosine: past its horizon it rises again, as the original's does.
+With W = 0 the original has no warmup wrapper, so the schedule starts at step 0 itself: cosine is
+0.5 * (1 + cos(pi * t / T)) and linear drops at t >= milestone. Nothing clamps the cosine: past its horizon it
+rises again, as the original's does.
 """
 import logging
 import math
@@ -27,14 +28,17 @@ LINEAR_DIVISORS = (2.667, 1.6, 1.142)  # the 10x drops; floor division of floats
 def lr_factor(step, scheduler, steps, warmup, horizon=None):
     """The factor of the peak lr that training step `step` (counted from 0) uses; `horizon` replaces the 4000
     of cosine-4000 (smaller-scale reproductions shrink it with the steps)."""
-    if step <= warmup:
-        return step / warmup if warmup else 1.0
-    after_warmup = step - warmup - 1
+    if warmup:
+        if step <= warmup:
+            return step / warmup
+        t = step - warmup - 1  # the original's warmup wrapper starts its inner schedule one step late
+    else:
+        t = step  # without warmup the original has no wrapper: the schedule itself, from step 0
     if scheduler in COSINE_HORIZONS:
         horizon = (horizon or COSINE_HORIZONS[scheduler]) if scheduler == Scheduler("cosine-4000") else steps
-        return 0.5 * (1.0 + math.cos(math.pi * after_warmup / horizon))
+        return 0.5 * (1.0 + math.cos(math.pi * t / horizon))
     if scheduler == Scheduler.linear:
-        return 0.1 ** sum(steps // divisor <= after_warmup for divisor in LINEAR_DIVISORS)
+        return 0.1 ** sum(steps // divisor <= t for divisor in LINEAR_DIVISORS)
     return 1.0
 
 
