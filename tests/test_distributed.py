@@ -152,3 +152,17 @@ def test_multinode_script_launches_through_c10d_rendezvous(tmp_path):
     rows, _, summary = _outputs(tmp_path, "multi")
     assert summary["world_size"] == 2 and len(rows) == 2
     assert os.path.basename(_run_dir(tmp_path, "multi")) == "torchrun-test-run"
+
+
+def test_only_rank_0_writes_to_the_tracker(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    torchrun([*UNEVEN, "hyp=fbclip", "name=tracked", "logger=tensorboard"], tmp_path)
+    run_dir = _run_dir(tmp_path, "tracked")
+    files = glob.glob(os.path.join(run_dir, "tensorboard", "events.out.tfevents.*"))
+    assert len(files) == 1  # one writer: rank 1 sends nothing
+    events = EventAccumulator(files[0])
+    events.Reload()
+    steps = [json.loads(line)["step"] for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    assert [event.step for event in events.Scalars("train_loss")] == steps == [1, 2, 3]

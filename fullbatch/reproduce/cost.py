@@ -1,6 +1,7 @@
-"""What a scale costs before it runs: each row's projected time on this device, from one measured step of the
-same kind (model, width, block size, regularizer, mode) on a few blocks, scaled to the row's images and steps;
-and the projected GPU-hours of the same row at paper scale.
+"""What a scale costs before it runs: each row's projected time on this device, from one measured full-batch step
+of the same model, width and block size on two blocks (at least 128 images), doubled for the regularizer (its
+forward differences cost a second forward+backward per block; an SGD epoch costs about one step), scaled to the
+row's images and steps; and the projected GPU-hours of the same row at paper scale.
 
 The paper-scale figure is a projection from plain PyTorch fp32 throughput measured on one H100 (ResNet-18,
 CIFAR images, forward+backward: 14,700 images/s in batches of 128, 3,700 in batches of 32); the regularizer's
@@ -29,13 +30,15 @@ def _measure(cfg_overrides, block, device):
     """Seconds per training image and per validation image for one step of this kind."""
     from fullbatch.train import build_trainer
 
-    small = [*cfg_overrides, "data=synthetic", f"data.size={4 * block}", "data.test_size=256",
+    images = max(2 * block, 128)
+    small = [*cfg_overrides, "data=synthetic", f"data.size={images}", "data.test_size=256",
              "data.subset=first", "data/db=none", f"impl.device={device}", "hyp.train_semi_stochastic=false"]
     trainer = build_trainer(compose_config(small))
-    trainer.run_step()  # the first step pays for allocation and autotuning
+    trainer.run_step()  # the first step and validation pay for allocation and autotuning
+    trainer.validate()
     started = time.perf_counter()
     trainer.run_step()
-    per_image = (time.perf_counter() - started) / (4 * block)
+    per_image = (time.perf_counter() - started) / images
     started = time.perf_counter()
     trainer.validate()
     return per_image, (time.perf_counter() - started) / 256
@@ -65,10 +68,13 @@ def projected(scale, rows, seeds, device="cpu", measure=True, say=lambda text: N
         validations = cfg.hyp.steps // cfg.impl.validate_every_nth_step + 1
         seconds = None
         if measure:
-            if kind not in measured:
-                say(f"measuring {describe(kind)} at width {scale.width} on this {device}...")
-                measured[kind] = _measure(row_overrides(scale, row, 0), kind[2], device)
-            per_train, per_test = measured[kind]
+            block = kind[2]
+            if block not in measured:  # one plain full-batch step per block size; the regularizer doubles it
+                say(f"measuring {describe((False, False, block))} at width {scale.width} on this {device}...")
+                plain = [item for item in row_overrides(scale, row, 0) if not item.startswith("hyp=")]
+                measured[block] = _measure(["hyp=fb1", *plain], block, device)
+            per_train, per_test = measured[block]
+            per_train *= 2 if kind[1] else 1
             seconds = cfg.hyp.steps * train_images * per_train + validations * test_images * per_test
         paper = gpu_hours(compose_config(row_overrides(SCALES["paper"], row, 0)), kind[1], kind[2])
         result.append((row, cfg.hyp.steps, seconds, gpu_hours(cfg, kind[1], kind[2]), paper))
