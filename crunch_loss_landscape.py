@@ -2,6 +2,9 @@
 
     python crunch_loss_landscape.py viz=1d checkpoints='[outputs/a/.../model.pt, outputs/b/.../model.pt]'
     python crunch_loss_landscape.py viz=2d viz.resolution=41 checkpoint=outputs/a/.../model.pt
+
+Exit codes: 0 done, 2 a bad setting, checkpoint or run file (one line on stderr, before any work; checkpoints
+are read without running code from them).
 """
 import sys
 
@@ -9,8 +12,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 
 import fullbatch.config  # noqa: F401  (registers the schema; PyTorch is imported only once the config composes)
-from fullbatch.cli import composition_error, hydra_full_error
+from fullbatch.cli import check_arguments, hydra_full_error
 from fullbatch.errors import ConfigError, DatasetUnavailable
+from fullbatch.run_folder import FolderSnapshot
+from fullbatch.sweeps import job_context
+
+BEFORE = None  # the run folder as it was before Hydra wrote into it (single runs)
 
 
 def fail(message):
@@ -28,10 +35,16 @@ def main(cfg):
     except (ConfigError, DatasetUnavailable) as error:
         if hydra_full_error():
             raise
+        job = job_context()
+        if not job.multirun and BEFORE is not None:
+            BEFORE.restore(job.output_dir, job.job_log)  # a refused input leaves no folder behind
         fail(error)
 
 
 if __name__ == "__main__":
-    if not hydra_full_error() and (message := composition_error(sys.argv[1:], config_name="crunch")):
-        fail(message)
+    if not hydra_full_error():
+        message, run_dir = check_arguments(sys.argv[1:], config_name="crunch")
+        if message:
+            fail(message)
+        BEFORE = FolderSnapshot(run_dir) if run_dir else None
     main()

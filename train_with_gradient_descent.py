@@ -17,12 +17,14 @@ stop_at_once_on_signals()  # before the slow imports: a SIGTERM at any point of 
 import hydra  # noqa: E402
 
 import fullbatch.config  # noqa: F401,E402  (registers the schema; PyTorch is imported once the config composes)
-from fullbatch.cli import composition_error, hydra_full_error  # noqa: E402
+from fullbatch.cli import check_arguments, hydra_full_error  # noqa: E402
 from fullbatch.errors import ConfigError, DatasetUnavailable  # noqa: E402
+from fullbatch.run_folder import FolderSnapshot  # noqa: E402
 from fullbatch.sweeps import FailedJobs, job_context  # noqa: E402
 
 EXIT_CRASHED, EXIT_CONFIG_ERROR, EXIT_DIVERGED, EXIT_PREEMPTED = 1, 2, 3, 4
 FAILED = FailedJobs()
+BEFORE = None  # the run folder as it was before Hydra wrote into it (single runs)
 
 
 def fail(message, code=EXIT_CONFIG_ERROR):
@@ -42,7 +44,8 @@ def main(cfg):
         if hydra_full_error():
             raise
         if not job.multirun:
-            job.discard_folder()
+            if BEFORE is not None:
+                BEFORE.restore(job.output_dir, job.job_log)
             fail(error)
         return FAILED.record(job, cfg, "config_error", EXIT_CONFIG_ERROR, str(error))
     except Exception as error:
@@ -61,8 +64,11 @@ def main(cfg):
 
 if __name__ == "__main__":
     try:
-        if not hydra_full_error() and (message := composition_error(sys.argv[1:])):
-            fail(message)
+        if not hydra_full_error():
+            message, run_dir = check_arguments(sys.argv[1:])
+            if message:
+                fail(message)
+            BEFORE = FolderSnapshot(run_dir) if run_dir else None
         main()
     except Stopped as stop:
         ignore_signals()

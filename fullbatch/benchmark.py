@@ -8,9 +8,13 @@ times steps with CUDA events (wall clock on the CPU). FLOPs come from torch's Fl
 on two blocks of the same configuration, scaled to the whole set. `outside model` is the fraction of step time
 not spent in the bare forward+backward passes of the blocks; `overhead_ms_per_block` the same in ms per
 forward pass (shown for presets without the regularizer, whose extra passes are model compute too).
+
+Every argument, every row's configuration, the device and the --json file's folder are checked before the first
+measurement: a bad one is one line on stderr and exit code 2.
 """
 import argparse
 import json
+import os
 import resource
 import sys
 import time
@@ -21,9 +25,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from fullbatch.data.blocks import block_plan
+from fullbatch.errors import ConfigError
 from fullbatch.models.ghost_batchnorm import block_groups
 from fullbatch.paths import compose_config
 from fullbatch.progress import Progress
+from fullbatch.arguments import OneLineParser
 from fullbatch.train import build_trainer
 from fullbatch.training.full_batch import merge_blocks
 
@@ -97,10 +103,7 @@ def effective_merge(cfg):
 
 
 def measure(preset, setting, args):
-    overrides = [f"data.size={args.images}", f"data.test_size={args.test_images}", f"model.width={args.width}",
-                 f"model={args.model}", "data=synthetic", "hyp.steps=100000", "hyp.warmup=0",
-                 "impl.validate_every_nth_step=100000", f"impl.device={args.device}",
-                 *PRESETS[preset], *SETTINGS[setting]]
+    overrides = row_overrides(preset, setting, args)
     cfg = compose_config(overrides)
     trainer = build_trainer(cfg)
     device = trainer.device
@@ -149,24 +152,133 @@ def format_table(rows):
     return "\n".join("  ".join(v.rjust(w) for v, w in zip(line, widths)) for line in table)
 
 
+MAX_IMAGES = 500_000  # 10 x CIFAR-10's training set; the synthetic set is drawn in memory (about 24 kB per image)
+COUNTS = (("steps", 1, None), ("images", 1, MAX_IMAGES), ("test_images", 1, MAX_IMAGES), ("width", 1, 4096),
+          ("warmup", 0, None))  # (argument, least value, largest value or None)
+
+
+def count_problem(name, value, least, most):
+    """Why the integer `value` of --name is out of range, or None."""
+    if value >= least and (most is None or value <= most):
+        return None
+    expected = f"an integer >= {least}" if most is None else f"an integer from {least} to {most}"
+    return f"--{name.replace('_', '-')}={value} is not allowed: expected {expected}"
+
+
+def names_problem(flag, text, known):
+    """Why the comma list `text` of --presets or --settings names something unknown (or nothing), or None."""
+    unknown = next((name for name in text.split(",") if name not in known), None)
+    if unknown is None:
+        return None
+    return f"{flag}={text!r} is not allowed: {unknown!r} is unknown; expected a comma list of {', '.join(known)}"
+
+
+def json_problem(path):
+    """Why the rows could not be written to --json `path` after the measurements, or None: found now, not after
+    an hour of measuring."""
+    from fullbatch.files import unwritable
+
+    if path is None:
+        return None
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return f"--json={path} is not allowed: it is a folder; expected a file name"
+    if not os.path.isdir(folder):
+        return f"--json={path} is not allowed: its folder {folder} does not exist"
+    problem = unwritable(folder)
+    return f"--json={path} is not allowed: {problem}" if problem else None
+
+
+def models():
+    """The model configs a run can choose (config/model/*.yaml)."""
+    from fullbatch.paths import config_dir
+
+    return sorted(name[:-5] for name in os.listdir(os.path.join(config_dir(), "model")) if name.endswith(".yaml"))
+
+
+def argument_problem(args):
+    """The first problem of the arguments themselves (names, counts, device, the --json file), or None."""
+    from fullbatch.reproduce.parallel import device_problem
+
+    problems = [names_problem("--presets", args.presets, PRESETS), names_problem("--settings", args.settings, SETTINGS)]
+    if args.model not in models():
+        problems.append(f"--model={args.model} is not allowed: expected one of {', '.join(models())}")
+    problems.append(device_problem(args.device))
+    problems += [count_problem(name, getattr(args, name), least, most) for name, least, most in COUNTS]
+    problems.append(json_problem(args.json))
+    return next((problem for problem in problems if problem), None)
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes on the CPU (checks the code, not a speed)")
     parser.add_argument("--presets", default=",".join(PRESETS), help=f"comma list of {list(PRESETS)}")
     parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma list of {list(SETTINGS)}")
-    parser.add_argument("--images", type=int, default=50_000)
-    parser.add_argument("--test-images", type=int, default=10_000)
-    parser.add_argument("--model", default="resnet18")
-    parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--images", type=int, default=50_000, help=f"training images (1 to {MAX_IMAGES})")
+    parser.add_argument("--test-images", type=int, default=10_000, help=f"validation images (1 to {MAX_IMAGES})")
+    parser.add_argument("--model", default="resnet18", help="a model config of config/model/")
+    parser.add_argument("--width", type=int, default=64, help="model width (1 to 4096)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (>= 0)")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps (>= 1)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--json", help="also write the rows to this file (its folder must exist)")
     args = parser.parse_args(argv)
     if args.quick:
         args.images, args.test_images, args.width, args.warmup, args.steps = 256, 128, 4, 1, 2
         args.device = "cpu"
+    problem = argument_problem(args)
+    if problem:
+        parser.error(problem)
     return args
+
+
+def row_overrides(preset, setting, args):
+    """The overrides of one measured row: synthetic data of the chosen sizes, the preset and the setting."""
+    return [f"data.size={args.images}", f"data.test_size={args.test_images}", f"model.width={args.width}",
+            f"model={args.model}", "data=synthetic", "hyp.steps=100000", "hyp.warmup=0",
+            "impl.validate_every_nth_step=100000", f"impl.device={args.device}", *PRESETS[preset], *SETTINGS[setting]]
+
+
+def trainer_problem(cfg, args):
+    """What build_trainer would refuse after the rows before it were measured (more images per block than
+    --images; merged blocks for a model whose BatchNorm cannot keep them apart), or None."""
+    from fullbatch.models import build_model
+    from fullbatch.models.ghost_batchnorm import supports_block_groups
+
+    if cfg.data.batch_size > args.images:
+        return (f"--images={args.images} is not allowed: the preset's blocks have {cfg.data.batch_size} images; "
+                f"expected at least {cfg.data.batch_size}")
+    if cfg.impl.merge_blocks > 1 and not supports_block_groups(
+            build_model(cfg.model.name, 4, cfg.data.classes, cfg.data.image_size, cfg.model.downsample)):
+        return f"--model={args.model} is not allowed with merged blocks: its BatchNorm cannot keep blocks apart"
+    return None
+
+
+def check_rows(pairs, args):
+    """Compose and validate every row's config, and look for the device, before the first measurement: a size
+    the preset cannot use or a GPU this machine lacks is one line now, not a traceback after the rows before."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from fullbatch.cli import one_line
+    from fullbatch.reproduce.parallel import check_device
+    from fullbatch.validation import validate
+
+    if not pairs:
+        raise ConfigError(f"--presets={args.presets!r} with --settings={args.settings!r} is not allowed: it leaves "
+                          "no row to measure (merging and regcompute apply to some presets only; --quick leaves "
+                          "compiled settings out)")
+    check_device(args.device)
+    for preset, setting in pairs:
+        try:
+            cfg = compose_config(row_overrides(preset, setting, args))
+            validate(cfg)
+        except (HydraException, OmegaConfBaseException, ValueError) as error:  # ConfigError is a ValueError
+            message = str(error) if isinstance(error, ConfigError) else one_line(error)
+            raise ConfigError(f"{message} (row {preset} {setting})") from None
+        problem = trainer_problem(cfg, args)
+        if problem:
+            raise ConfigError(f"{problem} (row {preset} {setting})")
 
 
 def planned_rows(args):
@@ -185,12 +297,22 @@ def planned_rows(args):
 
 
 def main(argv=None):
+    """Measure every planned row and print the table; 0, or 2 (one line on stderr) for a bad argument."""
     args = parse_args(argv)
+    try:
+        pairs = planned_rows(args)
+        check_rows(pairs, args)
+    except ConfigError as error:
+        print(f"fullbatch: {error}", file=sys.stderr)
+        return 2
     warnings.simplefilter("once")  # the same warning from every row's trainer would repeat otherwise
-    pairs = planned_rows(args)
     rows, progress = [], Progress(len(pairs))
     for preset, setting in pairs:
-        rows.append(measure(preset, setting, args))
+        try:
+            rows.append(measure(preset, setting, args))
+        except ConfigError as error:  # what only the device can tell (bf16 support): one line, not a traceback
+            print(f"fullbatch: {error} (row {preset} {setting})", file=sys.stderr)
+            return 2
         print(f"measured {preset} {setting}: {rows[-1]['seconds_per_step']:.4g} s/step | {progress.tick()}",
               file=sys.stderr, flush=True)
     device = torch.cuda.get_device_name() if args.device != "cpu" and torch.cuda.is_available() else "cpu"
@@ -203,8 +325,8 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(dict(device=device, torch=torch.__version__, rows=rows), handle, indent=2)
-    return rows
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -11,8 +11,8 @@ import re
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from fullbatch.files import unwritable
-from fullbatch.paths import compose_config
+from fullbatch.files import overlong_part, unsafe_folder, unwritable
+from fullbatch.paths import compose_config, config_dir
 
 
 def config_keys(cfg, prefix=""):
@@ -61,17 +61,47 @@ def one_line(error, config_name="train"):
     return message
 
 
-def composition_error(arguments, config_name="train"):
-    """The one-line error of composing `arguments` (the overrides of a single run), or None if they compose."""
-    if any(argument.startswith("-") for argument in arguments):
+def added_key_error(arguments, config_name="train"):
+    """The one-line error for a `+key=value` that adds a key the schema does not have, or None. Hydra accepts
+    such additions silently, and nothing ever reads them: a misspelt `+hyp.optim.lrr=0.1` would train with the
+    default lr. Config groups (`+logger=wandb`) and Hydra's own keys are left to Hydra."""
+    additions = [argument.lstrip("+").split("=", 1)[0] for argument in arguments if argument.startswith("+")]
+    additions = [key for key in additions if not key.startswith("hydra") and "/" not in key and "@" not in key
+                 and not os.path.isdir(os.path.join(config_dir(), key))]
+    if not additions:
         return None
+    try:
+        known = config_keys(compose_config([], config_name))
+    except (HydraException, OmegaConfBaseException, ValueError):
+        return None
+    for key in additions:
+        if key not in known and not any(name.startswith(key + ".") for name in known):
+            suggestions = close_keys(key, config_name)
+            hint = f"; did you mean {' or '.join(suggestions)}?" if suggestions else ""
+            return f"+{key} is not allowed: {key} is not a key of the config, and keys cannot be added{hint}"
+    return None
+
+
+def check_arguments(arguments, config_name="train"):
+    """(the one-line error of composing `arguments`, or None; the run folder they name, or None). Only for the
+    overrides of a single run: sweeps and Hydra's own flags give (None, None)."""
+    if any(argument.startswith("-") for argument in arguments):
+        return None, None
+    added = added_key_error(arguments, config_name)
+    if added:
+        return added, None
     try:
         cfg = compose_config(arguments, config_name, return_hydra_config=True)
         run_dir = cfg.hydra.run.dir
     except (HydraException, OmegaConfBaseException, ValueError) as error:
-        return one_line(error, config_name)
-    problem = unwritable(run_dir)
-    return f"hydra.run.dir={run_dir!r} is not allowed: {problem}" if problem else None
+        return one_line(error, config_name), None
+    problem = unsafe_folder(run_dir) or overlong_part(run_dir) or unwritable(run_dir)
+    return (f"hydra.run.dir={run_dir!r} is not allowed: {problem}" if problem else None), run_dir
+
+
+def composition_error(arguments, config_name="train"):
+    """The one-line error of composing `arguments` (the overrides of a single run), or None if they compose."""
+    return check_arguments(arguments, config_name)[0]
 
 
 def hydra_full_error():

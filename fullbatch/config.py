@@ -4,6 +4,7 @@ The YAML files under `config/` hold the values; these dataclasses hold the types
 misspelt key, a wrong type or an unknown choice (the Enums of `fullbatch.choices`) while composing, before
 any work. Range and combination checks that a type cannot express live in `fullbatch.validation`.
 """
+import functools
 import os
 import time
 from dataclasses import dataclass, field
@@ -235,13 +236,20 @@ class CrunchConfig:
     allow_other_data: bool = False  # evaluate on data other than the models were trained on
 
 
+@functools.lru_cache(maxsize=None)
+def _process_time():
+    """The date/time of the first run folder named in this process: the entry script composes its arguments to
+    check them before Hydra composes them again, and both must name the same folder."""
+    return time.strftime("%Y-%m-%d/%H-%M-%S")
+
+
 def run_stamp():
     """The run folder's last part: date/time and a part no other job started in the same second shares.
 
     Under torchrun every rank must name the same folder: its run id (plus the SLURM job, or the launcher's
     process, when the run id is torchrun's default "none"). Elsewhere the SLURM job id when present,
     else this process id, so array jobs or two shells started in the same second never share files."""
-    stamp = time.strftime("%Y-%m-%d/%H-%M-%S")
+    stamp = _process_time()
     slurm = os.environ.get("SLURM_JOB_ID")  # unique per array task too
     run_id = os.environ.get("TORCHELASTIC_RUN_ID")
     if run_id and int(os.environ.get("WORLD_SIZE", "1")) > 1:

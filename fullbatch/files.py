@@ -10,9 +10,10 @@ import os
 from contextlib import contextmanager
 
 
-def atomic_write(path, write, mode="wb"):
-    """Call `write(handle)` on a temporary file, fsync it and rename it to `path`."""
-    temporary = f"{path}.tmp-{os.getpid()}"
+def atomic_write(path, write, mode="wb", tag=""):
+    """Call `write(handle)` on a temporary file, fsync it and rename it to `path`. The temporary name carries
+    `tag` (a run's lineage), so that clean-up can tell its own leftovers from anyone else's."""
+    temporary = f"{path}.tmp-{tag}-{os.getpid()}" if tag else f"{path}.tmp-{os.getpid()}"
     try:
         with open(temporary, mode) as handle:
             write(handle)
@@ -59,4 +60,28 @@ def unwritable(folder):
     finally:
         if os.path.exists(probe):
             os.remove(probe)
+    return None
+
+
+def unsafe_folder(folder):
+    """Why `folder` must not be a run's folder or a checkpoint search folder, or None. A run prunes and cleans up
+    below these folders, so they must be its own: not empty, not the working folder, the home folder, or a
+    folder above either (such as /)."""
+    if folder is None or not str(folder).strip():
+        return "expected a folder of its own, not an empty path"
+    path = os.path.realpath(os.path.expanduser(str(folder)))
+    for place in (os.getcwd(), os.path.expanduser("~")):
+        place = os.path.realpath(place)
+        if place == path or place.startswith(path.rstrip(os.sep) + os.sep):
+            return ("expected a folder of its own, not the working folder, the home folder or a folder above them "
+                    "(a run cleans up below it)")
+    return None
+
+
+def overlong_part(folder):
+    """Why `folder` cannot exist on common file systems (a part longer than 255 bytes), or None; creating it would
+    fail inside Hydra, before the run's own checks."""
+    for part in os.path.abspath(str(folder)).split(os.sep):
+        if len(part.encode("utf-8", "surrogateescape")) > 255:
+            return f"its part {part[:30]!r}... is longer than 255 bytes (a run name takes at most 200)"
     return None

@@ -5,7 +5,6 @@ import json
 import math
 import os
 import logging
-import shutil
 import subprocess
 
 from fullbatch.files import atomic_write, locked_file
@@ -139,6 +138,8 @@ def record_table_row(path, row, key="run_key"):
     row = {name: _plain(value) for name, value in row.items()}
     with locked_file(os.path.join(folder, ".locks", os.path.basename(path) + ".lock"), "a"):
         rows, columns = read_table(path)
+        if any(None in old or None in old.values() for old in rows):  # csv's marks of too many or too few fields
+            raise OSError(f"{path} has a line whose fields do not match its header; the table is left as it is")
         rows = [old for old in rows if old.get(key) != str(row[key])] + [row]
         columns += [name for name in row if name not in columns]
 
@@ -151,29 +152,29 @@ def record_table_row(path, row, key="run_key"):
 
 
 def read_table(path):
-    """(rows as dicts, column names) of a CSV table; ([], []) if it does not exist yet."""
+    """(rows as dicts, column names) of a CSV table; ([], []) if it does not exist yet. A path that is not a CSV
+    text file (a folder, a pipe, a binary file such as model.pt, NUL bytes, unreadable) raises an OSError naming
+    it: a run logs that instead of overwriting the file with its row, and `fullbatch.results` skips the file."""
     if not os.path.exists(path):
         return [], []
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        return list(reader), list(reader.fieldnames or [])
+    if not os.path.isfile(path):  # a folder, or a pipe that open() would wait on for ever
+        raise OSError(f"{path} is not a CSV table: it is not a regular file")
 
+    def lines(handle):
+        for number, line in enumerate(handle, 1):
+            if "\x00" in line:  # csv takes NUL bytes silently since Python 3.11
+                raise OSError(f"{path} is not a CSV table: line {number} holds a NUL byte (a binary file?)")
+            yield line
 
-def discard_unused_run_folder(folder, job_log=None):
-    """After a start-up error: remove what Hydra wrote into the run folder (its .hydra/ and the job's log), then
-    the folder and its parents if that left them empty, so a bad value leaves nothing that looks like a run.
-    Nothing else is touched, and never the working directory or a folder above it."""
-    if not folder or not os.path.isdir(folder):
-        return
-    folder, here = os.path.abspath(folder), os.getcwd()
-    if not folder.startswith(here + os.sep):
-        return  # e.g. hydra.run.dir=. or a folder elsewhere: not ours to clean
-    shutil.rmtree(os.path.join(folder, ".hydra"), ignore_errors=True)
-    if job_log and os.path.isfile(os.path.join(folder, job_log)):
-        os.remove(os.path.join(folder, job_log))
-    while folder.startswith(here + os.sep):
+    try:
+        handle = open(path, newline="")
+    except OSError as error:
+        raise OSError(f"{path} cannot be read: {error.strerror or error}") from None
+    with handle:
         try:
-            os.rmdir(folder)  # only an empty folder; a concurrent job may have written into it meanwhile
-        except OSError:
-            return
-        folder = os.path.dirname(folder)
+            reader = csv.DictReader(lines(handle))
+            return list(reader), list(reader.fieldnames or [])
+        except UnicodeDecodeError:
+            raise OSError(f"{path} is not a CSV table: it is not text (a binary file?)") from None
+        except csv.Error as error:
+            raise OSError(f"{path} is not a CSV table: {error}") from None

@@ -5,9 +5,10 @@
 
 Rows come from the tables the runs wrote (one row per run) or from the `summary.json` files below run folders.
 A group is one run name and configuration (the command-line overrides without the seed); only finished runs
-enter the statistics, the others are counted. Dry runs are left out unless --dryruns is given.
+enter the statistics, the others are counted. Dry runs are left out unless --dryruns is given. A damaged file
+(not a CSV table, a summary.json that is not a run's) and table rows that are not runs are skipped with a
+warning naming the file; when nothing readable is left, that is the one-line error (exit 2).
 """
-import argparse
 import glob
 import json
 import math
@@ -15,26 +16,92 @@ import os
 import statistics
 import sys
 
+from fullbatch.arguments import OneLineParser
 from fullbatch.outputs import read_table, table_row
+from fullbatch.walk import find_files
 
 METRICS = ("final_val_acc", "best_val_acc")
 FINISHED = ("finished", "stopped_at_full_training_accuracy")
+RUN_COLUMNS = ("run_key", "name", "status")  # what every run's row has, a failed sweep job's too
+
+
+def summary_row(path):
+    """The table row of the run whose summary.json is `path` (all values as text, like a table's), or None for
+    a summary that records no result (a failed sweep job has no config; a preempted run goes on). A damaged
+    file raises a ValueError whose message names it and says what is wrong."""
+    if os.path.exists(path) and not os.path.isfile(path):  # a pipe: open() would wait for ever
+        raise ValueError(f"{path} is not a regular file")
+    try:
+        with open(path) as handle:
+            summary = json.load(handle)
+    except OSError as error:
+        raise ValueError(f"{path} cannot be read ({error.strerror or error})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not text (a binary file?)") from None
+    except (ValueError, RecursionError) as error:  # RecursionError: brackets nested thousands deep
+        raise ValueError(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(summary, dict):
+        raise ValueError(f"{path} holds a JSON {type(summary).__name__}, not a run summary (an object)")
+    if "config" not in summary or summary.get("status") == "preempted":
+        return None
+    try:
+        row = table_row(summary)
+    except KeyError as error:
+        raise ValueError(f"{path} is not a run summary: it has no {error} entry") from None
+    except (TypeError, AttributeError, ValueError) as error:
+        raise ValueError(f"{path} is not a run summary: an entry has the wrong type ({error})") from None
+    return {key: str(value) for key, value in row.items()}
+
+
+def run_rows(rows):
+    """The rows that are runs (a run_key, name and status), missing cells as '', and the number of others (a
+    garbage line, a hand-edited row): a row without them would be shown as a run of no name."""
+    runs = [{key: value or "" for key, value in row.items() if key is not None} for row in rows
+            if all(isinstance(row.get(key), str) and row[key].strip() for key in RUN_COLUMNS)]
+    return runs, len(rows) - len(runs)
+
+
+def table_rows(path):
+    """(the runs of the CSV table at `path`, the problems found in it: one line each, naming the file)."""
+    try:
+        rows = read_table(path)[0]
+    except OSError as error:
+        return [], [str(error)]
+    runs, others = run_rows(rows)
+    if others:
+        return runs, [f"{path}: {others} row(s) without a run_key, name and status are not runs"]
+    return runs, []
+
+
+def folder_rows(folder):
+    """(the runs of the summary.json files below `folder`, one problem line per damaged one); a symlink loop
+    below it is walked once."""
+    rows, problems = [], []
+    for path in sorted(find_files(folder, "summary.json")):
+        try:
+            row = summary_row(path)
+        except ValueError as error:
+            problems.append(str(error))
+            continue
+        if row is not None:
+            rows.append(row)
+    return rows, problems
+
+
+def read_rows(paths):
+    """(table rows from CSV files and from run folders, one line per damaged file or skipped rows)."""
+    rows, problems = [], []
+    for path in paths:
+        found, trouble = folder_rows(path) if os.path.isdir(path) else table_rows(path)
+        rows += found
+        problems += trouble
+    return rows, problems
 
 
 def rows_from(paths):
-    """Table rows from CSV files and from run folders (their summary.json files, searched recursively)."""
-    rows = []
-    for path in paths:
-        if os.path.isdir(path):
-            for summary_path in sorted(glob.glob(os.path.join(glob.escape(path), "**", "summary.json"),
-                                                 recursive=True)):
-                with open(summary_path) as handle:
-                    summary = json.load(handle)
-                if "config" in summary and summary.get("status") != "preempted":
-                    rows.append({key: str(value) for key, value in table_row(summary).items()})
-        else:
-            rows.extend(read_table(path)[0])
-    return rows
+    """Table rows from CSV files and from run folders (their summary.json files, searched recursively); damaged
+    files and rows that are not runs are left out."""
+    return read_rows(paths)[0]
 
 
 def _number(text):
@@ -85,8 +152,17 @@ def markdown(groups):
     return "\n".join(lines)
 
 
+def path_problem(path):
+    """Why `path` cannot be read as a table or searched as a run folder, or None."""
+    if not os.path.exists(path):
+        return f"{path} does not exist"
+    if not (os.path.isfile(path) or os.path.isdir(path)):
+        return f"{path} is not allowed: expected a CSV table or a run folder"
+    return None
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Group results by configuration and print a markdown table.")
+    parser = OneLineParser(description="Group results by configuration and print a markdown table.")
     parser.add_argument("paths", nargs="*", help="tables (CSV) or run folders; default: tables/*.csv")
     parser.add_argument("--dryruns", action="store_true", help="include dry runs")
     args = parser.parse_args(argv)
@@ -94,11 +170,18 @@ def main(argv=None):
     if not paths:
         print("fullbatch: no tables under tables/; give tables or run folders", file=sys.stderr)
         return 2
-    missing = [path for path in paths if not os.path.exists(path)]
-    if missing:
-        print(f"fullbatch: {missing[0]} does not exist", file=sys.stderr)
+    problem = next((problem for problem in map(path_problem, paths) if problem), None)
+    if problem:
+        print(f"fullbatch: {problem}", file=sys.stderr)
         return 2
-    groups = group(rows_from(paths), args.dryruns)
+    rows, problems = read_rows(paths)
+    if problems and not rows:  # nothing left to show: the first problem is the error
+        more = f" (and {len(problems) - 1} more damaged file(s) or row(s))" if len(problems) > 1 else ""
+        print(f"fullbatch: {problems[0]}{more}", file=sys.stderr)
+        return 2
+    for problem in problems:
+        print(f"fullbatch: warning: {problem}; skipped", file=sys.stderr)
+    groups = group(rows, args.dryruns)
     print(markdown(groups) if groups else "no runs")
     return 0
 

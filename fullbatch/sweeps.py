@@ -22,9 +22,6 @@ class JobContext:
     def describe(self):
         return f"job {self.number} ({' '.join(self.overrides) or 'no overrides'})"
 
-    def discard_folder(self):
-        outputs.discard_unused_run_folder(self.output_dir, self.job_log)
-
 
 def job_context():
     """Where the current Hydra job runs and whether it is one job of a sweep."""

@@ -42,7 +42,9 @@ def _earlier_state(resume_path):
             state = json.load(handle)
     except (OSError, ValueError):
         return {}
-    return state if isinstance(state, dict) else {}
+    if not isinstance(state, dict):
+        return {}
+    return {key: value for key, value in state.items() if isinstance(value, str) and value}  # a damaged id: a new one
 
 
 def _hyperparameters(cfg, choices):

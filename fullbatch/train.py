@@ -142,18 +142,18 @@ def _write_outputs(cfg, trainer, outcome, summary, output_dir, tables):
     written += _write("summary.json", outputs.write_json, summary_path, summary) * [f"summary {summary_path}"]
     if outcome.status != "preempted":
         table = outputs.table_path(tables, cfg.template, cfg.dryrun)
-        written += _write("the table row", outputs.record_table_row, table, outputs.table_row(summary)) * [
-            f"table row {table}"]
+        written += _write("the table row", outputs.record_table_row, table, outputs.table_row(summary),
+                          level=logging.WARNING) * [f"table row {table}"]
     log.info(f"Wrote metrics {os.path.join(output_dir, 'metrics.jsonl')}" + "".join(f", {item}" for item in written))
 
 
-def _write(what, write, *args):
-    """An output that cannot be written (full disk) is logged; it must not cost the run its exit code or the
-    other outputs (the checkpoints already hold the trained state)."""
+def _write(what, write, *args, level=logging.ERROR):
+    """An output that cannot be written (full disk, a damaged table) is logged; it must not cost the run its exit
+    code or the other outputs (the checkpoints already hold the trained state, summary.json the results)."""
     try:
         write(*args)
-    except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
-        log.error(f"Could not write {what} ({error}); the checkpoints keep the trained state")
+    except (OSError, RuntimeError, ValueError) as error:  # torch.save reports a full disk as a RuntimeError
+        log.log(level, f"Could not write {what} ({error}); the checkpoints keep the trained state")
         return False
     return True
 

@@ -11,7 +11,10 @@ from omegaconf import DictConfig, OmegaConf
 from fullbatch.choices import Database, Dataset, Dtype, LineSearch, Modification, Optimizer, Setup
 from fullbatch.data.augmentation import AUGMENTATIONS, augmentation_names
 from fullbatch.errors import ConfigError
+from fullbatch.files import unsafe_folder
 from fullbatch.models.registry import MODELS, RESNETS
+
+SYNTHETIC_MAX = 100_000
 
 
 def _require(condition, key, allowed, value):
@@ -42,7 +45,7 @@ def validate_hyp(hyp):
              "none in stochastic mode (the modifications act on the exact full gradient)", modification.name)
     _optional_positive(hyp.grad_clip, "hyp.grad_clip")
     _optional_positive(hyp.batch_clip, "hyp.batch_clip")
-    _require(hyp.grad_clip_norm == 2 or math.isinf(hyp.grad_clip_norm), "hyp.grad_clip_norm", "2 or inf",
+    _require(hyp.grad_clip_norm == 2 or hyp.grad_clip_norm == math.inf, "hyp.grad_clip_norm", "2 or inf",
              hyp.grad_clip_norm)
     _require(0 <= hyp.label_smoothing < 1, "hyp.label_smoothing", "a number in [0, 1)", hyp.label_smoothing)
     for kind in ("additive", "multiplicative"):
@@ -70,6 +73,56 @@ def validate_optimizer_settings(optim):
         _require(optim.eps > 0, "hyp.optim.eps", "a number > 0", optim.eps)
     _require(optim.max_backtracks >= 0, "hyp.optim.max_backtracks", "an integer >= 0", optim.max_backtracks)
     _require(0 < optim.armijo_c < 1, "hyp.optim.armijo_c", "a number in (0, 1)", optim.armijo_c)
+
+
+def given_values(cfg):
+    """Every value is given and every interpolation resolves: a `???` left for the command line or an unset
+    environment variable otherwise fails later, with a traceback, wherever the value is first read."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            raise ConfigError(f"{missing[0]}='???' is not allowed: expected a value (??? marks one that must be "
+                              f"given on the command line, e.g. {missing[0]}=...)")
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None) or "a value"
+        first = str(error).strip().splitlines()[0]
+        raise ConfigError(f"{key} is not allowed: it cannot be resolved ({first})") from None
+
+
+def seeds_in_range(cfg, maximum=2**32):
+    """Every seed is a valid NumPy and PyTorch seed; negative ones fail deep inside data loading otherwise."""
+    def walk(node, path):
+        for key, value in node.items():
+            dotted = f"{path}.{key}" if path else str(key)
+            if isinstance(value, dict):
+                walk(value, dotted)
+            elif str(key).endswith("seed") and isinstance(value, int) and not 0 <= value < maximum:
+                raise ConfigError(f"{dotted}={value!r} is not allowed: expected an integer in [0, 2**32)")
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+
+
+def plain_file_name(value, key, label, names):
+    """A run name or table template becomes one folder or file name: never a path, never empty, and short
+    enough in bytes for every file system (255 bytes; an accented letter takes two)."""
+    text = str(value)
+    _require(text.strip() not in ("", ".", "..") and not any(c in text for c in ("/", "\\", "\0")), key,
+             f"a {label} that is not empty, '.' or '..' and has no path separators (it names a {names})", value)
+    _require(len(text.encode("utf-8", "surrogatepass")) <= 200, key, f"at most 200 bytes in UTF-8 (it names a {names})",
+             text[:40] + "...")
+
+
+def existing_or_creatable_folder(folder, key):
+    """A folder path that is empty, a dangling link or a link loop fails at the first read of the data."""
+    text = "" if folder is None else str(folder)
+    _require(text.strip() != "", key, "a folder (an empty path names none)", folder)
+    path = os.path.expanduser(text)
+    _require(not os.path.isfile(path), key, "a folder (it names a file)", folder)
+    _require(not (os.path.islink(path) and not os.path.exists(path)), key,
+             "a folder (it is a dangling link or a link loop)", folder)
 
 
 def finite_numbers(cfg):
@@ -128,21 +181,24 @@ def validate_grad_reg(hyp):
 
 def validate_data(data):
     _require(data.batch_size >= 1, "data.batch_size", "an integer >= 1", data.batch_size)
-    _require(data.size is None or data.size >= 1, "data.size", "empty (all) or an integer >= 1", data.size)
-    _require(data.test_size is None or data.test_size >= 1, "data.test_size", "empty (all) or an integer >= 1",
-             data.test_size)
+    for key, value in (("data.size", data.size), ("data.test_size", data.test_size)):
+        _require(value is None or value >= 1, key, "empty (all) or an integer >= 1", value)
+        if data.name == Dataset.synthetic:  # generated in memory, about 25 kB per image while it is drawn
+            _require(value is None or value <= SYNTHETIC_MAX, key,
+                     f"at most {SYNTHETIC_MAX} for data.name=synthetic (it is generated in memory)", value)
     _require(0 <= data.crop_padding <= data.image_size, "data.crop_padding",
              f"an integer in [0, {data.image_size}] (the image size)", data.crop_padding)
     _require(data.image_size == (64 if data.name == Dataset.TinyImageNet else 32), "data.image_size",
              f"{64 if data.name == 'TinyImageNet' else 32} for data.name={data.name}", data.image_size)
-    _require(data.classes >= 2, "data.classes", "an integer >= 2", data.classes)
+    _require(2 <= data.classes <= 100_000, "data.classes", "an integer in [2, 100000]", data.classes)
     _require(len(data.mean) == 3 and len(data.std) == 3 and min(data.std) > 0, "data.mean/data.std",
              "three channel values, std > 0", (list(data.mean), list(data.std)))
     online = augmentation_names(data.augmentations_train)
     validate_database(data.db, online, data.image_size)
-    for key, folder in (("data.path", data.path), ("data.db.path", data.db.path)):
-        _require(folder is None or not os.path.isfile(os.path.expanduser(str(folder))), key,
-                 "a folder (it names a file)", folder)
+    if data.name != Dataset.synthetic:
+        existing_or_creatable_folder(data.path, "data.path")
+    if data.db.name != Database.none:
+        existing_or_creatable_folder(data.db.path, "data.db.path")
 
 
 def validate_database(db, online_augmentations, image_size=32):
@@ -166,7 +222,8 @@ def validate_impl(impl):
              "auto, cpu, cuda or cuda:N", device)
     _require(not (impl.mixed_precision and impl.dtype == Dtype.float64), "impl.mixed_precision",
              "false with impl.dtype=float64 (bf16 autocast is for float32 models)", impl.mixed_precision)
-    _require(impl.threads >= 0, "impl.threads", "an integer >= 0 (0: PyTorch's default)", impl.threads)
+    _require(0 <= impl.threads <= 1024, "impl.threads", "an integer in [0, 1024] (0: PyTorch's default)",
+             impl.threads)
     _require(impl.merge_blocks >= 1, "impl.merge_blocks", "an integer >= 1 (1: one block per forward pass)",
              impl.merge_blocks)
     _require(impl.validate_every_nth_step >= 1, "impl.validate_every_nth_step", "an integer >= 1",
@@ -180,6 +237,9 @@ def validate_impl(impl):
     _require(isinstance(ckpt.resume, (bool, str)), "impl.checkpoint.resume", "auto, true, false or a checkpoint path",
              ckpt.resume)
     _require(ckpt.max_restores >= 0, "impl.checkpoint.max_restores", "an integer >= 0", ckpt.max_restores)
+    problem = unsafe_folder(ckpt.search_dir)
+    _require(problem is None, "impl.checkpoint.search_dir", problem and problem.removeprefix("expected "),
+             ckpt.search_dir)
 
 
 def validate_analysis(analysis):
@@ -214,7 +274,12 @@ def validate(cfg: DictConfig):
     """Check the whole config; raise ConfigError on the first problem."""
     from fullbatch.trackers import check_installed
 
+    given_values(cfg)
+    # the run name is a folder under outputs/ and the scope of resume=auto: '', '.' or '..' would widen it
+    plain_file_name(cfg.name, "name", "run name", "folder")
+    plain_file_name(cfg.template, "template", "table name", "file")
     finite_numbers(cfg)
+    seeds_in_range(cfg)
     if "logger" in cfg:  # the crunch config has none
         check_installed(cfg.logger.name)
     validate_data(cfg.data)
@@ -231,10 +296,5 @@ def validate(cfg: DictConfig):
     validate_hyp(cfg.hyp)
     validate_impl(cfg.impl)
     validate_analysis(cfg.analysis)
-    # the run name is a folder under outputs/ and the scope of resume=auto: '', '.' or '..' would widen it
-    _require(cfg.name.strip() not in ("", ".", "..") and all(c not in cfg.name for c in "/\\"), "name",
-             "a run name that is not empty, '.' or '..' and has no path separators", cfg.name)
-    for key in ("name", "template"):  # a folder and a file name (<template>.csv)
-        _require(len(cfg[key]) <= 200, key, "at most 200 characters (it names a file)", cfg[key][:40] + "...")
     table = os.path.join(str(cfg.tables), f"{cfg.template}.csv")
     _require(not os.path.isdir(table), "template", f"a name whose table {table} is not a folder", cfg.template)

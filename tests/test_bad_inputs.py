@@ -34,40 +34,26 @@ BAD_INPUTS = [
     (["hyp.steps=abc"], "hyp.steps=abc"),
     (["hyp=nope"], "hyp/nope"),
     (["model=resnet19"], "model/resnet19"),
-    (["model.name=resnet19"], "model.name='resnet19' is not allowed"),
-    (["hyp.optim.lr=0"], "hyp.optim.lr=0"),
     (["hyp.scheduler=cosine"], "Invalid value 'cosine', expected one of [cosine-decay, cosine-4000, linear, none]"),
-    (["hyp.warmup=-2"], "hyp.warmup=-2"),
     (["model.downsample=A"], "Invalid value 'A', expected one of [B, C]"),
-    (["model=vgg11", "model.downsample=C"], "model.downsample='C' is not allowed: expected empty for vgg11"),
-    (["hyp.grad_clip_norm=1"], "hyp.grad_clip_norm=1"),
     (["hyp.grad_reg.implementation=complex-step"], "hyp.grad_reg.implementation=complex-step: Invalid value"),
-    (["hyp.grad_reg.norm=1"], "hyp.grad_reg.norm=1"),
     (["hyp.grad_reg.precision=half"], "Invalid value 'half', expected one of [full, compute]"),
-    (["hyp.label_smoothing=1.5"], "hyp.label_smoothing=1.5"),
-    (["data.batch_size=0"], "data.batch_size=0"),
     (["data.batch_size=100000"], "data.batch_size=100000 is not allowed: expected at most the training set size"),
-    (["data.size=0"], "data.size=0"),
     (["data.augmentations_train=[cutout]"], "data.augmentations_train"),
     (["impl.memory=nhwc"], "Invalid value 'nhwc', expected one of [contiguous, channels_last]"),
-    (["impl.device=tpu"], "impl.device='tpu' is not allowed: expected auto, cpu, cuda or cuda:N"),
     *([(["impl.device=cuda"], "impl.device='cuda'")] if not torch.cuda.is_available() else []),
     (["impl.dtype=float16"], "Invalid value 'float16', expected one of [float32, float64]"),
-    (["impl.dtype=float64", "impl.mixed_precision=true"], "impl.mixed_precision=True"),
     (["impl.checkpoint.on_divergence=retry"], "Invalid value 'retry', expected one of [stop, restore]"),
-    (["impl.setup.batch_shards=0"], "impl.setup.batch_shards=0"),
     (["impl/setup=nope"], "impl/setup/nope"),
     (["impl.checkpoint.resume={tmp}/missing.pt"], "no such file"),
     (["impl.checkpoint.resume={tmp}/corrupt.pt"], "cannot be read"),
     (["impl.checkpoint.resume=true"], "no usable checkpoint"),
     (["data=CIFAR10", "data.path={tmp}/empty", "data.download=false"], "CIFAR10 is not available"),
     (["data=CIFAR10", "data.path={tmp}/garbage", "data.download=false"], "cannot read"),
-    (["data=CIFAR10", "data.path={tmp}/labels", "data.download=false", "data.batch_size=4"], "labels must lie in"),
+    (["data=CIFAR10", "data.path={tmp}/labels", "data.download=false", "data.batch_size=4", "data.size=16",
+      "data.test_size=4"], "labels must lie in"),
     (["hydra.run.dir=/proc/fullbatch-run"], "is not writable"),
     (["name="], "name='' is not allowed: expected a run name that is not empty"),
-    (["name=."], "name='.' is not allowed"),
-    (["name=.."], "name='..' is not allowed"),
-    (["name=a/b"], "name='a/b' is not allowed"),
     (["tables={tmp}/corrupt.pt"], "tables='{tmp}/corrupt.pt' is not allowed: it is a file, not a folder"),
     (["hyp.lr=0.1"], "Key 'lr' not in 'HypConfig'; did you mean hyp.optim.lr?"),
     (["stepz=3"], "did you mean hyp.steps?"),
@@ -81,7 +67,59 @@ BAD_INPUTS = [
      "data.db.map_size=50000 is not allowed: the database of"),
     (["hyp/optim=gd", "hyp.optim.line_search=strong_wolfe"],
      "hyp.optim.line_search='strong_wolfe' is not allowed: expected one of (None, 'armijo') for SGD"),
+    (["+hyp.optim.lrr=0.1"], "+hyp.optim.lrr is not allowed: hyp.optim.lrr is not a key of the config, and keys "
+     "cannot be added; did you mean hyp.optim.lr?"),
+    (["hydra.run.dir="], "hydra.run.dir='' is not allowed: expected a folder of its own"),
+    (["hydra.run.dir=."], "hydra.run.dir='.' is not allowed: expected a folder of its own, not the working folder"),
+    (["name='" + "é" * 190 + "'"], "is longer than 255 bytes"),
+    (["data=CIFAR10", "data.path={tmp}/loop"], "data.path='{tmp}/loop' is not allowed: expected a folder (it is a "
+     "dangling link or a link loop)"),
+    (["impl.checkpoint.resume={tmp}/payload.pt"], "cannot be read (UnpicklingError"),
+    (["data=CIFAR10", "data.path={tmp}/payload", "data.download=false"], "refers to posix.mkdir, which plain data"),
 ]
+
+# the same, for values that only the config checks refuse: tested in-process (the entry script's path from a
+# ConfigError to one line and exit 2 is the one above), since each start of the entry script costs seconds
+REFUSED_BY_VALIDATION = [
+    (["model.name=resnet19"], "model.name='resnet19' is not allowed"),
+    (["hyp.optim.lr=0"], "hyp.optim.lr=0"),
+    (["hyp.warmup=-2"], "hyp.warmup=-2"),
+    (["model=vgg11", "model.downsample=C"], "model.downsample='C' is not allowed: expected empty for vgg11"),
+    (["hyp.grad_clip_norm=1"], "hyp.grad_clip_norm=1"),
+    (["hyp.grad_reg.norm=1"], "hyp.grad_reg.norm=1"),
+    (["hyp.label_smoothing=1.5"], "hyp.label_smoothing=1.5"),
+    (["data.batch_size=0"], "data.batch_size=0"),
+    (["data.size=0"], "data.size=0"),
+    (["impl.device=tpu"], "impl.device='tpu' is not allowed: expected auto, cpu, cuda or cuda:N"),
+    (["impl.dtype=float64", "impl.mixed_precision=true"], "impl.mixed_precision=True"),
+    (["impl.setup.batch_shards=0"], "impl.setup.batch_shards=0"),
+    (["name=."], "name='.' is not allowed"),
+    (["name=.."], "name='..' is not allowed"),
+    (["name=a/b"], "name='a/b' is not allowed"),
+]
+
+
+class Payload:
+    """What a forged pickle holds: reading it with a plain unpickler would create the folder `target`."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        import os
+
+        return os.mkdir, (self.target,)
+
+
+def _cifar_with_payload(root, target):
+    import numpy as np
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(folder / name, "wb") as handle:
+            pickle.dump({"data": np.zeros((4, 3072), np.uint8), "labels": [0, 1, 2, 3], "x": Payload(target)}, handle)
+    return root
 
 
 @pytest.fixture
@@ -93,6 +131,9 @@ def bad_files(tmp_path):
     (tmp_path / "tables" / "t.csv").mkdir(parents=True)
     _cifar_with_garbage(tmp_path / "garbage")
     _cifar_with_bad_labels(tmp_path / "labels")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    torch.save({"model": {}, "step": 1, "x": Payload(tmp_path / "pwned")}, tmp_path / "payload.pt")
+    _cifar_with_payload(tmp_path / "payload", tmp_path / "pwned")
     return tmp_path
 
 
@@ -115,6 +156,7 @@ def test_each_bad_input_ends_with_exit_2_and_one_line(bad_files):
         assert expected in lines[0], (overrides, lines[0])
         assert not list(folder.rglob("metrics.jsonl")), overrides  # nothing trained
         assert not list(folder.rglob(".hydra")), overrides  # and no run folder left behind
+    assert not (bad_files / "pwned").exists()  # no code ran from a forged checkpoint or data file
 
 
 @pytest.mark.parametrize("overrides, key", [
@@ -127,6 +169,16 @@ def test_each_bad_input_ends_with_exit_2_and_one_line(bad_files):
     (["hyp.grad_reg.block_strength=inf"], "hyp.grad_reg.block_strength"), (["hyp.norm_bias.bias=nan"], "hyp.norm_bias.bias"),
     (["data.std=[0.25,nan,0.25]"], "data.std"), (["hyp.grad_reg.acc_strength=-1"], "hyp.grad_reg.acc_strength"),
     (["hyp.optim.max_backtracks=-1"], "hyp.optim.max_backtracks"),
+    (["data.seed=-1"], "data.seed"), (["data.subset=balanced", "data.subset_seed=-1"], "data.subset_seed"),
+    (["data.size=100000000"], "data.size"), (["data.test_size=100000000"], "data.test_size"),
+    (["hyp.grad_clip_norm=-inf"], "hyp.grad_clip_norm"), (["hyp.steps=???"], "hyp.steps"),
+    (["template=../escape"], "template"), (["template=a/b"], "template"), (["template="], "template"),
+    (["name='" + "é" * 110 + "'"], "name"), (["data=CIFAR10", "data.path="], "data.path"),
+    (["impl.checkpoint.search_dir="], "impl.checkpoint.search_dir"),
+    (["impl.checkpoint.search_dir=/"], "impl.checkpoint.search_dir"),
+    (["impl.checkpoint.search_dir='~'"], "impl.checkpoint.search_dir"),
+    (["impl.checkpoint.search_dir=."], "impl.checkpoint.search_dir"),
+    (["name=${oc.env:FULLBATCH_TEST_UNSET_VARIABLE}"], ""),  # named by the first key that uses it
 ])
 def test_values_that_would_crash_or_silently_mislead_fail_validation_naming_the_key(overrides, key):
     """In-process (fast): the entry script turns the same ConfigError into one line and exit 2, as above."""
@@ -136,7 +188,18 @@ def test_values_that_would_crash_or_silently_mislead_fail_validation_naming_the_
 
     with pytest.raises(ConfigError) as error:
         validate(compose_config([*TINY, *overrides]))
-    assert str(error.value).startswith(f"{key}=") and "\n" not in str(error.value)
+    assert str(error.value).startswith(key) and "is not allowed" in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("overrides, expected", REFUSED_BY_VALIDATION)
+def test_each_value_the_config_checks_refuse_is_named_in_one_line(overrides, expected):
+    from conftest import compose_config
+    from fullbatch.errors import ConfigError
+    from fullbatch.validation import validate
+
+    with pytest.raises(ConfigError) as error:
+        validate(compose_config([*TINY, "name=bad", *overrides]))
+    assert expected in str(error.value) and "\n" not in str(error.value)
 
 
 def test_world_size_without_rank_fails_naming_the_variable(monkeypatch):
@@ -148,3 +211,70 @@ def test_world_size_without_rank_fails_naming_the_variable(monkeypatch):
     monkeypatch.delenv("RANK", raising=False)
     with pytest.raises(ConfigError, match="^WORLD_SIZE='2' is not allowed: expected unset, or set together with RANK"):
         validate(compose_config([*TINY, "impl/setup=distributed"]))
+
+
+def test_a_start_up_error_in_an_existing_run_folder_leaves_that_run_as_it_was(tmp_path):
+    existing = tmp_path / "finished-run"
+    (existing / ".hydra").mkdir(parents=True)
+    before = {".hydra/config.yaml": b"the run's config\n", "train_with_gradient_descent.log": b"the run's log\n",
+              "metrics.jsonl": b"{}\n", "summary.json": b"{}"}
+    for name, content in before.items():
+        (existing / name).write_bytes(content)
+    result = run_entry([*TINY, f"hydra.run.dir={existing}", "hyp.steps=0"], tmp_path, check=False)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "fullbatch: hyp.steps=0 is not allowed: expected an integer >= 1"]
+    after = {str(path.relative_to(existing)): path.read_bytes() for path in existing.rglob("*") if path.is_file()}
+    assert after == before
+
+
+@pytest.mark.parametrize("content", [bytes(range(256)) * 4, b"run_key,name\na,b,c,d\n"], ids=["binary", "extra-fields"])
+def test_a_damaged_table_is_a_warning_and_the_run_keeps_its_summary_and_the_table_its_bytes(tmp_path, caplog, content):
+    from conftest import compose_config
+    from fullbatch.train import run
+
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "t.csv").write_bytes(content)
+    with caplog.at_level("WARNING", logger="fullbatch"):
+        summary = run(compose_config([*TINY, "hyp=fb1", "hyp.steps=1", f"tables={tmp_path / 'tables'}", "template=t"]),
+                      output_dir=str(tmp_path / "run"))
+    assert summary["status"] == "finished" and (tmp_path / "run" / "summary.json").exists()
+    assert (tmp_path / "tables" / "t.csv").read_bytes() == content
+    [warning] = [r for r in caplog.records if "Could not write the table row" in r.getMessage()]
+    assert warning.levelname == "WARNING" and "t.csv" in warning.getMessage()
+
+
+def test_a_non_finite_validation_loss_is_a_divergence():
+    from fullbatch.training.trainer import Trainer
+
+    finite = dict(train_loss=2.3, pre_clip_norm=1.0)
+    assert not Trainer.diverged(None, finite) and not Trainer.diverged(None, dict(finite, val_loss=2.0))
+    assert Trainer.diverged(None, dict(finite, val_loss=float("nan")))
+    assert Trainer.diverged(None, dict(finite, val_loss=float("inf")))
+
+
+def test_forged_pickles_in_data_and_checkpoints_do_not_run(tmp_path):
+    from fullbatch.data.cifar import load_cifar
+    from fullbatch.errors import DatasetUnavailable
+    from fullbatch.training.checkpoint import CheckpointUnusable, load_checkpoint
+
+    _cifar_with_payload(tmp_path / "data", tmp_path / "pwned")
+    with pytest.raises(DatasetUnavailable, match=r"data_batch_1: it refers to posix\.mkdir"):
+        load_cifar("CIFAR10", str(tmp_path / "data"), download=False)
+    torch.save({"model": {"w": torch.ones(2)}, "x": Payload(tmp_path / "pwned")}, tmp_path / "model.pt")
+    with pytest.raises(CheckpointUnusable, match="cannot be read"):
+        load_checkpoint(str(tmp_path / "model.pt"), "cpu")
+    assert not (tmp_path / "pwned").exists()
+    plain = {"model": {"w": torch.ones(2)}, "step": 3, "lineage": "abc", "cpu_rng": torch.get_rng_state()}
+    torch.save(plain, tmp_path / "plain.pt")  # what the project's own checkpoints hold still loads
+    assert load_checkpoint(str(tmp_path / "plain.pt"), "cpu")["step"] == 3
+
+
+def test_checkpoint_searches_end_at_symlink_loops(tmp_path):
+    from fullbatch.training.checkpoint import find_checkpoints, save_checkpoint
+
+    save_checkpoint({"step": 1}, str(tmp_path / "run" / "checkpoints"), 1, "h", keep=2, lineage="a")
+    (tmp_path / "run" / "loop").symlink_to(tmp_path)
+    (tmp_path / "run" / "checkpoints" / "up").symlink_to(tmp_path / "run")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        found = pool.submit(find_checkpoints, [str(tmp_path)], "h").result(timeout=60)
+    assert [step for step, _ in found] == [1]

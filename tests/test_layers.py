@@ -5,7 +5,8 @@ import os
 from conftest import ROOT
 
 LAYERS = [  # bottom first; a module may import from its own layer and the ones before it
-    {"errors", "choices", "config", "paths", "files", "tf32", "progress"},
+    {"errors", "choices", "config", "paths", "files", "tf32", "progress", "walk", "safe_loading", "run_folder",
+     "arguments"},
     {"data", "models"},
     {"training", "analysis"},
     {"validation", "runtime", "resume", "outputs", "interruption", "trackers"},

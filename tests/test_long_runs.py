@@ -65,21 +65,25 @@ def _tiny_state(value):
 def test_crash_between_write_and_rename_leaves_the_previous_checkpoint_usable(tmp_path):
     folder = str(tmp_path / "checkpoints")
     save_checkpoint(_tiny_state(1), folder, 1, "h", keep=2)
-    # what a writer killed mid-save leaves behind: a temporary file, and a finished file without its marker
+    # what a writer killed mid-save leaves behind: a temporary file; a marker whose file was never renamed into
+    # place (the order since lineages); a finished file without its marker (the order before)
     (tmp_path / "checkpoints" / "step-0000002.pt.tmp-12345").write_bytes(b"partial")
+    lone = save_checkpoint(_tiny_state(4), folder, 4, "h", keep=3)
+    os.rename(lone, lone + ".tmp-12345")
     torch.save(_tiny_state(2), str(tmp_path / "checkpoints" / "step-0000003.pt"))
     [newest] = checkpoint_candidates(str(tmp_path), "h")
     assert newest.endswith("step-0000001.pt") and load_checkpoint(newest, "cpu")["step"] == 1
 
 
 def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+    runs = tmp_path / "runs"  # the search folder: a folder of its own, not the working folder
     cfg = compose_config([*TINY, "name=fall", "hyp=fb1", "hyp.steps=3", "impl.checkpoint.save_every_nth_step=1",
-                          f"impl.checkpoint.search_dir={tmp_path}"])
-    run(cfg, output_dir=str(tmp_path / "first"))
-    newest = tmp_path / "first" / "checkpoints" / "step-0000003.pt"
+                          f"impl.checkpoint.search_dir={runs}"])
+    run(cfg, output_dir=str(runs / "first"))
+    newest = runs / "first" / "checkpoints" / "step-0000003.pt"
     newest.write_bytes(newest.read_bytes()[:1000])
     with caplog.at_level("WARNING", logger="fullbatch"):
-        summary = run(cfg, output_dir=str(tmp_path / "second"))
+        summary = run(cfg, output_dir=str(runs / "second"))
     assert summary["resumed_from"].endswith("step-0000002.pt") and summary["steps"] == 3
     assert any("is truncated (1000 bytes, its marker says" in record.message for record in caplog.records)
 
@@ -157,13 +161,14 @@ def test_table_rows_replace_their_own_run_and_keep_every_column(tmp_path):
 
 @pytest.mark.parametrize("value", ["auto", "true"])
 def test_resume_auto_and_true_continue_a_finished_run_without_training(tmp_path, value):
-    cfg = compose_config([*TINY, "name=again", "hyp=fb1", "hyp.steps=2", f"impl.checkpoint.search_dir={tmp_path}"])
-    run(cfg, output_dir=str(tmp_path / "first"))
+    runs = tmp_path / "runs"  # the search folder: a folder of its own, not the working folder
+    cfg = compose_config([*TINY, "name=again", "hyp=fb1", "hyp.steps=2", f"impl.checkpoint.search_dir={runs}"])
+    run(cfg, output_dir=str(runs / "first"))
     cfg.impl.checkpoint.resume = value
-    summary = run(cfg, output_dir=str(tmp_path / "second"))
+    summary = run(cfg, output_dir=str(runs / "second"))
     assert summary["resumed_from"].endswith("step-0000002.pt") and summary["steps"] == 2
-    assert not (tmp_path / "second" / "metrics.jsonl").read_text()
-    first = json.load(open(tmp_path / "first" / "summary.json"))
+    assert not (runs / "second" / "metrics.jsonl").read_text()
+    first = json.load(open(runs / "first" / "summary.json"))
     assert summary["final_val_acc"] == first["final_val_acc"]  # reported again, from the restored weights
 
 

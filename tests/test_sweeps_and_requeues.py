@@ -95,10 +95,11 @@ def _scaled(state, factor):
 
 
 def test_restore_steps_back_past_a_blown_up_checkpoint_and_into_the_folder_it_resumed_from(tmp_path, caplog):
+    runs = tmp_path / "runs"  # the search folder: a folder of its own, not the working folder
     overrides = [*TINY, "name=blowup", "hyp=fb1", "hyp.steps=6", "hyp.warmup=0", "hyp.scheduler=none",
                  "impl.checkpoint.save_every_nth_step=1", "impl.checkpoint.keep=10",
-                 "impl.checkpoint.on_divergence=restore", f"impl.checkpoint.search_dir={tmp_path}"]
-    first = tmp_path / "first"
+                 "impl.checkpoint.on_divergence=restore", f"impl.checkpoint.search_dir={runs}"]
+    first = runs / "first"
     cfg = compose_config(overrides)
     run(cfg, output_dir=str(first))
     identity = json.load(open(first / "summary.json"))["config_hash"]
@@ -107,24 +108,25 @@ def test_restore_steps_back_past_a_blown_up_checkpoint_and_into_the_folder_it_re
     state = load_checkpoint(str(first / "checkpoints" / "step-0000005.pt"), "cpu")
     save_checkpoint(_scaled(state, 1e30), str(first / "checkpoints"), 5, identity, keep=10)
     caplog.set_level("INFO", logger="fullbatch")
-    summary = run(cfg, output_dir=str(tmp_path / "requeued"))
+    summary = run(cfg, output_dir=str(runs / "requeued"))
     assert summary["resumed_from"].endswith("first/checkpoints/step-0000005.pt")
     assert summary["status"] == "finished" and summary["lr_restores"] == 2
     restored = [line.split("Restoring ")[1] for line in caplog.text.splitlines() if "Restoring " in line]
     assert restored == [str(first / "checkpoints" / f"step-{step:07d}.pt") for step in (5, 4)]
-    rows = [json.loads(line) for line in open(tmp_path / "requeued" / "metrics.jsonl")]
+    rows = [json.loads(line) for line in open(runs / "requeued" / "metrics.jsonl")]
     assert [row["step"] for row in rows] == [6, 6, 5, 6] and rows[-1]["lr"] == pytest.approx(0.25 * rows[0]["lr"])
     assert "lr of the next step" in caplog.text
 
 
 def test_each_restore_goes_further_back_until_a_checkpoint_is_good(tmp_path, caplog):
+    runs = tmp_path / "runs"  # the search folder: a folder of its own, not the working folder
     overrides = [*TINY, "name=twice", "hyp=fb1", "hyp.steps=5", "hyp.warmup=0", "hyp.scheduler=none",
                  "impl.checkpoint.save_every_nth_step=1", "impl.checkpoint.keep=10",
                  "impl.checkpoint.on_divergence=restore", "impl.checkpoint.max_restores=3",
-                 f"impl.checkpoint.search_dir={tmp_path}", "impl.checkpoint.resume=false"]
-    run(compose_config(overrides), output_dir=str(tmp_path / "first"))
-    identity = json.load(open(tmp_path / "first" / "summary.json"))["config_hash"]
-    folder = tmp_path / "first" / "checkpoints"
+                 f"impl.checkpoint.search_dir={runs}", "impl.checkpoint.resume=false"]
+    run(compose_config(overrides), output_dir=str(runs / "first"))
+    identity = json.load(open(runs / "first" / "summary.json"))["config_hash"]
+    folder = runs / "first" / "checkpoints"
     for step in (3, 4):  # both newest checkpoints blown up: the second restore must not reload step 4
         state = load_checkpoint(str(folder / f"step-{step:07d}.pt"), "cpu")
         save_checkpoint(_scaled(state, 1e30), str(folder), step, identity, keep=10)
@@ -132,15 +134,15 @@ def test_each_restore_goes_further_back_until_a_checkpoint_is_good(tmp_path, cap
         os.remove(folder / f"step-{step:07d}.pt")
         os.remove(folder / f"step-{step:07d}.json")
     caplog.set_level("INFO", logger="fullbatch")
-    summary = run(compose_config([*overrides[:-1], "impl.checkpoint.resume=auto"]), output_dir=str(tmp_path / "b"))
+    summary = run(compose_config([*overrides[:-1], "impl.checkpoint.resume=auto"]), output_dir=str(runs / "b"))
     assert summary["status"] == "finished" and summary["lr_restores"] == 3
     restored = [line.split("Restoring ")[1] for line in caplog.text.splitlines() if "Restoring " in line]
     assert [os.path.basename(path) for path in restored] == [f"step-{step:07d}.pt" for step in (4, 3, 2)]
 
 
-def _checkpoint(folder, step, identity, keep=2, search_dir=None):
+def _checkpoint(folder, step, identity, keep=2, search_dir=None, lineage="run-a"):
     return save_checkpoint(dict(step=step, model={"w": torch.full((2,), float(step))}), str(folder), step, identity,
-                           keep, search_dir)
+                           keep, search_dir, lineage)
 
 
 def test_keep_holds_per_run_across_the_folders_of_its_requeues(tmp_path):
@@ -154,31 +156,84 @@ def test_keep_holds_per_run_across_the_folders_of_its_requeues(tmp_path):
     assert len(glob.glob(str(tmp_path / "**" / "*.pt"), recursive=True)) == 3
 
 
-def test_a_fresh_run_beside_a_longer_one_keeps_the_checkpoints_it_writes(tmp_path):
+def test_pruning_never_touches_another_run_of_the_same_config_or_foreign_files(tmp_path):
     for step in (900, 1000):  # an earlier run of the same config that got further
-        _checkpoint(tmp_path / "longer" / "checkpoints", step, "run", search_dir=str(tmp_path))
-    time.sleep(0.01)
-    written = _checkpoint(tmp_path / "fresh" / "checkpoints", 100, "run", search_dir=str(tmp_path))
-    assert os.path.exists(written)
-    _checkpoint(tmp_path / "fresh" / "checkpoints", 200, "run", search_dir=str(tmp_path))
-    assert sorted(step for step, _ in find_checkpoints([str(tmp_path)], "run")) == [100, 200]  # the newest written
+        _checkpoint(tmp_path / "longer" / "checkpoints", step, "run", search_dir=str(tmp_path), lineage="run-b")
+    foreign = tmp_path / "project" / "checkpoints"
+    foreign.mkdir(parents=True)
+    (foreign / "important.pt").write_bytes(b"x")
+    (foreign / "step-0000001.pt").write_bytes(b"x")  # no marker: not ours to judge
+    long_ago = time.time() - STALE_SECONDS - 60
+    for path in foreign.iterdir():
+        os.utime(path, (long_ago, long_ago))
+    for step in (100, 200, 300):
+        _checkpoint(tmp_path / "fresh" / "checkpoints", step, "run", keep=1, search_dir=str(tmp_path))
+    assert sorted(step for step, _ in find_checkpoints([str(tmp_path)], "run")) == [300, 900, 1000]
+    assert sorted(path.name for path in foreign.iterdir()) == ["important.pt", "step-0000001.pt"]
 
 
-def test_a_start_up_error_removes_only_what_hydra_wrote(tmp_path, monkeypatch):
-    from fullbatch.outputs import discard_unused_run_folder
+def test_files_left_by_killed_writers_are_removed_once_stale(tmp_path):
+    folder = tmp_path / "old" / "checkpoints"
+    folder.mkdir(parents=True)
+    leftovers = [folder / "step-0000003.pt.tmp-run-a-123", folder / "step-0000003.json.tmp-run-a-123"]
+    lone_marker = _checkpoint(folder, 4, "run")[:-3] + ".json"  # killed after its marker, before the rename
+    os.rename(lone_marker[:-5] + ".pt", folder / "step-0000004.pt.tmp-run-a-77")
+    leftovers += [folder / "step-0000004.json", folder / "step-0000004.pt.tmp-run-a-77"]
+    others = [folder / "step-0000005.pt.tmp-run-b-123", folder / "step-0000006.pt.tmp-123", folder / "step-0000007.pt"]
+    fresh = folder / "step-0000008.pt.tmp-run-a-456"  # a write in progress, maybe by a concurrent requeue
+    for path in [*leftovers[:2], *others, fresh]:
+        path.write_bytes(b"x" * 10)
+    long_ago = time.time() - STALE_SECONDS - 60
+    for path in leftovers + others:
+        os.utime(path, (long_ago, long_ago))
+    _checkpoint(tmp_path / "new" / "checkpoints", 9, "run", search_dir=str(tmp_path))
+    assert not any(path.exists() for path in leftovers) and fresh.exists() and all(path.exists() for path in others)
 
-    run_dir = tmp_path / "outputs" / "bad" / "2026-12-01" / "10-00-00-pid1"
-    (run_dir / ".hydra").mkdir(parents=True)
-    (run_dir / "train_with_gradient_descent.log").write_text("x")
-    (tmp_path / "outputs" / "bad" / "older-run").mkdir()
-    discard_unused_run_folder(str(run_dir), "train_with_gradient_descent.log")
+
+def test_the_training_loop_prunes_across_the_folders_of_a_requeue_and_only_there(tmp_path):
+    runs = tmp_path / "runs"  # the search folder: a folder of its own, not the working folder
+    overrides = [*TINY, "name=prune", "hyp=fb1", "hyp.steps=3", "impl.checkpoint.save_every_nth_step=1",
+                 f"impl.checkpoint.search_dir={runs}"]
+    run(compose_config([*overrides, "impl.checkpoint.resume=false"]), output_dir=str(runs / "other"))
+    run(compose_config([*overrides, "impl.checkpoint.resume=false"]), output_dir=str(runs / "a"))
+    for run_dir in ("other", "a"):  # as if both were stopped after step 2: a's were written last
+        for name in ("step-0000003.pt", "step-0000003.json"):
+            os.remove(runs / run_dir / "checkpoints" / name)
+    summary = run(compose_config(overrides), output_dir=str(runs / "b"))  # a's requeue
+    assert summary["resumed_from"] == str(runs / "a" / "checkpoints" / "step-0000002.pt")
+    markers = glob.glob(str(runs / "**" / "checkpoints" / "*.json"), recursive=True)
+    assert sorted(os.path.relpath(marker, runs) for marker in markers) == [  # the other run keeps its own
+        os.path.join("a", "checkpoints", "step-0000002.json"), os.path.join("b", "checkpoints", "step-0000003.json"),
+        os.path.join("other", "checkpoints", "step-0000002.json")]
+
+
+def test_a_start_up_error_removes_only_what_this_process_wrote(tmp_path):
+    from fullbatch.run_folder import FolderSnapshot
+
+    fresh = tmp_path / "outputs" / "bad" / "2026-12-01" / "10-00-00-pid1"
+    (tmp_path / "outputs" / "bad" / "older-run").mkdir(parents=True)
+    before = FolderSnapshot(str(fresh))
+    (fresh / ".hydra").mkdir(parents=True)  # what Hydra writes
+    (fresh / ".hydra" / "config.yaml").write_text("new")
+    (fresh / "train_with_gradient_descent.log").write_text("x")
+    before.restore(str(fresh), "train_with_gradient_descent.log")
     assert not (tmp_path / "outputs" / "bad" / "2026-12-01").exists() and (tmp_path / "outputs" / "bad").exists()
-    mine = tmp_path / "mine"
-    (mine / ".hydra").mkdir(parents=True)
-    (mine / "notes.log").write_text("keep me")
-    monkeypatch.chdir(mine)  # hydra.run.dir=. : the working directory is never removed, nor its other files
-    discard_unused_run_folder(".", "train_with_gradient_descent.log")
-    assert (mine / "notes.log").read_text() == "keep me"
+    existing = tmp_path / "finished-run"
+    (existing / ".hydra").mkdir(parents=True)
+    (existing / ".hydra" / "config.yaml").write_text("the run's config")
+    (existing / "train_with_gradient_descent.log").write_text("the run's log\n")
+    (existing / "metrics.jsonl").write_text("{}\n")
+    before = FolderSnapshot(str(existing))
+    (existing / ".hydra" / "config.yaml").write_text("overwritten")
+    (existing / ".hydra" / "overrides.yaml").write_text("added")
+    with open(existing / "train_with_gradient_descent.log", "a") as handle:
+        handle.write("an error\n")
+    before.restore(str(existing), "train_with_gradient_descent.log")
+    assert (existing / ".hydra" / "config.yaml").read_text() == "the run's config"
+    assert not (existing / ".hydra" / "overrides.yaml").exists()
+    assert (existing / "train_with_gradient_descent.log").read_text() == "the run's log\n"
+    assert (existing / "metrics.jsonl").read_text() == "{}\n"
+    before.restore(str(tmp_path / "elsewhere"), "train_with_gradient_descent.log")  # not the recorded folder
 
 
 def test_a_signal_while_the_outputs_are_written_ends_the_job_after_them(tmp_path, monkeypatch):
@@ -198,27 +253,3 @@ def test_a_signal_while_the_outputs_are_written_ends_the_job_after_them(tmp_path
         run(compose_config([*TINY, "name=late", "hyp=fb1", "hyp.steps=1"]), output_dir=str(tmp_path / "late"))
     assert json.load(open(tmp_path / "late" / "summary.json"))["status"] == "finished"
     assert len(read_table(str(tmp_path / "tables" / "synthetic_resnet20.csv"))[0]) == 1
-
-
-def test_files_left_by_killed_writers_are_removed_once_stale(tmp_path):
-    folder = tmp_path / "old" / "checkpoints"
-    folder.mkdir(parents=True)
-    leftovers = [folder / "step-0000003.pt.tmp-123", folder / "step-0000003.json.tmp-123", folder / "step-0000004.pt"]
-    fresh = folder / "step-0000005.pt.tmp-456"  # a write in progress, maybe by a concurrent run
-    for path in [*leftovers, fresh]:
-        path.write_bytes(b"x" * 10)
-    long_ago = time.time() - STALE_SECONDS - 60
-    for path in leftovers:
-        os.utime(path, (long_ago, long_ago))
-    _checkpoint(tmp_path / "new" / "checkpoints", 6, "run", search_dir=str(tmp_path))
-    assert not any(path.exists() for path in leftovers) and fresh.exists()
-
-
-def test_the_training_loop_prunes_across_run_folders(tmp_path):
-    overrides = [*TINY, "name=prune", "hyp=fb1", "hyp.steps=3", "impl.checkpoint.save_every_nth_step=1",
-                 f"impl.checkpoint.search_dir={tmp_path}", "impl.checkpoint.resume=false"]
-    run(compose_config(overrides), output_dir=str(tmp_path / "a"))
-    run(compose_config(overrides), output_dir=str(tmp_path / "b"))
-    markers = glob.glob(str(tmp_path / "**" / "checkpoints" / "*.json"), recursive=True)
-    assert sorted(os.path.relpath(marker, tmp_path) for marker in markers) == [  # the two written last
-        os.path.join("b", "checkpoints", "step-0000002.json"), os.path.join("b", "checkpoints", "step-0000003.json")]

@@ -1,14 +1,15 @@
 """CIFAR-10/100 from the standard python-format files, downloaded with torchvision's utilities if missing.
 
 Existing files are read as they are, without checking the official md5 sums, so re-encoded or
-locally prepared copies work too; only a fresh download is verified.
+locally prepared copies work too; only a fresh download is verified. They are pickles, so they are read with an
+unpickler that rebuilds plain data and NumPy arrays only: a file that names anything else is refused unread.
 """
 import os
-import pickle
 
 import numpy as np
 
 from fullbatch.errors import DatasetUnavailable
+from fullbatch.safe_loading import load_data_pickle
 
 CIFAR = {
     "CIFAR10": dict(folder="cifar-10-batches-py", train=[f"data_batch_{i}" for i in range(1, 6)], test=["test_batch"],
@@ -47,12 +48,13 @@ def _read_batches(folder, files, label_key):
         path = os.path.join(folder, file)
         try:
             with open(path, "rb") as handle:
-                entry = pickle.load(handle, encoding="latin1")
+                entry = load_data_pickle(handle)
             rows = np.asarray(entry["data"], dtype=np.uint8)
             images.append(rows.reshape(len(rows), 3, 32, 32))
             labels.append(np.asarray(entry[label_key], dtype=np.int64))
-        except Exception as error:
-            raise DatasetUnavailable(f"cannot read {path}: {error}; delete it to download again") from None
+        except Exception as error:  # a damaged or forged file fails in many ways; all mean the same to the user
+            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            raise DatasetUnavailable(f"cannot read {path}: {reason}; delete it to download again") from None
     return np.concatenate(images), np.concatenate(labels)
 
 
@@ -64,7 +66,10 @@ def load_cifar(name, root, download=True):
         if not download:
             missing = ", ".join(_missing_files(root, spec))
             raise DatasetUnavailable(_instructions(root, spec, name, f"missing {missing} and data.download=false"))
-        os.makedirs(root, exist_ok=True)
+        try:
+            os.makedirs(root, exist_ok=True)
+        except OSError as error:  # a file in the way, a link loop, no permission
+            raise DatasetUnavailable(_instructions(root, spec, name, f"{root} cannot be created ({error.strerror})"))
         _download(root, spec, name)
     folder = os.path.join(root, spec["folder"])
     return (_read_batches(folder, spec["train"], spec["label_key"]),

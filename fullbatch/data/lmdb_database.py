@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 
 import lmdb
@@ -53,9 +54,18 @@ def round_images(images, augmentations, padding, seed, round_index):
 def _write(path, images, labels, build_recipe, map_size):
     count = len(labels) * build_recipe["rounds"]
     needed = int(count * (RECORD_BYTES + 64) * 1.5) + (64 << 20)
+    free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    if count * RECORD_BYTES > free:  # found now, not after hours of building
+        raise ConfigError(f"data.db.rounds={build_recipe['rounds']} is not allowed: the database of {count} images "
+                          f"needs about {count * RECORD_BYTES / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB "
+                          f"free in {os.path.dirname(os.path.abspath(path))}")
     map_size = map_size or needed
     digest = hashlib.sha256()
-    env = lmdb.open(path, subdir=False, map_size=map_size, lock=False, sync=False, metasync=False)
+    try:
+        env = lmdb.open(path, subdir=False, map_size=map_size, lock=False, sync=False, metasync=False)
+    except lmdb.Error as error:  # e.g. a map larger than the address space the system grants
+        raise ConfigError(f"data.db.map_size={map_size} is not allowed: LMDB cannot open a map of that size "
+                          f"({error})") from None
     progress = Progress(build_recipe["rounds"])
     try:
         label_bytes = np.asarray(labels, dtype="<u2").reshape(-1, 1).view(np.uint8)

@@ -27,9 +27,10 @@ def take_subset(images, labels, size, mode, classes, seed, key):
     """The examples a run uses: all (size empty), the first `size`, or a balanced seeded choice."""
     if size is None:
         return images, labels
+    if size > len(labels):
+        raise ConfigError(f"{key}={size} is not allowed: expected at most {len(labels)}, the examples the set has "
+                          "(empty: all)")
     if str(mode) == "first":
         return images[:size], labels[:size]
-    if size > len(labels):
-        raise ConfigError(f"{key}={size} is not allowed: the set has {len(labels)} examples")
     keep = balanced_indices(labels, size, classes, seed, key)
     return images[keep], labels[keep]

@@ -48,8 +48,12 @@ def load_tiny_imagenet(root, download=True):
     folder = os.path.join(root, FOLDER)
     cache = os.path.join(folder, "fullbatch-arrays.npz")
     if os.path.isfile(cache):
-        arrays = np.load(cache)
-        return (arrays["train_x"], arrays["train_y"]), (arrays["val_x"], arrays["val_y"])
+        try:
+            with np.load(cache, allow_pickle=False) as arrays:
+                return (arrays["train_x"], arrays["train_y"]), (arrays["val_x"], arrays["val_y"])
+        except Exception as error:  # a truncated or foreign file fails in many ways (zip, key, pickle refused)
+            raise DatasetUnavailable(f"cannot read {cache} ({type(error).__name__}: {str(error)[:200]}); delete it, "
+                                     "and it is rebuilt from the images") from None
     if not os.path.isfile(os.path.join(folder, "wnids.txt")):
         if not download:
             raise DatasetUnavailable(f"TinyImageNet is not available: {folder}/wnids.txt is missing and "

@@ -3,10 +3,9 @@
 Runs every row of the paper's Table 1 at the chosen scale (resumable: the same command skips what ended and
 continues what was stopped), then writes reports/<scale>/. `--jobs N` runs N rows and seeds at once (one CPU
 thread or one GPU each); `--launcher slurm` submits each as its own SLURM job through submitit and returns.
-Exit codes: 0 done (or submitted), 1 a job failed, 2 bad arguments, 4 stopped by a signal (run the same
-command again).
+Exit codes: 0 done (or submitted), 1 a job failed, 2 bad arguments (one line on stderr, before any work),
+4 stopped by a signal (run the same command again). `--seeds` is at most 100 per row, `--jobs` at most 256.
 """
-import argparse
 import logging
 import os
 import shlex
@@ -18,15 +17,68 @@ from fullbatch.interruption import Stopped, signals_held, stop_at_once_on_signal
 
 ALLOWED_OVERRIDES = ("data.path=", "data.db.path=", "impl.")
 CPU_WIDTH = 16  # --list measures a step on a CPU only up to this model width
+MAX_SEEDS = 100  # per row: the paper runs 1 to 3; more is a typo, and a billion would make --list run for ever
+MAX_JOBS = 256  # processes at once on one machine: one slot each is set up before the first starts
+
+
+def count_problem(flag, value, minimum, maximum=None):
+    """Why the integer `value` of `flag` is out of range, or None (argparse has checked that it is an integer)."""
+    if value is None or (value >= minimum and (maximum is None or value <= maximum)):
+        return None
+    expected = f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum}"
+    return f"{flag}={value} is not allowed: expected {expected}"
+
+
+def rows_problem(text, rows):
+    """Why the --rows list `text` does not name distinct rows of the table, or None."""
+    names = text.split(",")
+    unknown = next((name for name in names if name not in rows), None)
+    if unknown is not None:
+        return f"--rows={text!r} is not allowed: {unknown!r} is not a row; expected a comma list of {', '.join(rows)}"
+    if len(set(names)) != len(names):
+        return f"--rows={text!r} is not allowed: it names a row twice"
+    return None
+
+
+def jobs_problem(jobs):
+    """Why --jobs is out of range, or None; below 1 in the words scripts and tests already look for."""
+    if jobs < 1:
+        return f"--jobs={jobs} is not allowed: --jobs must be at least 1 (one job at a time)"
+    return count_problem("--jobs", jobs, 1, MAX_JOBS)
+
+
+def root_problem(root, writes):
+    """Why --root cannot hold outputs/ and reports/ (empty, a file, or not writable when the command `writes`)."""
+    from fullbatch.files import unwritable
+
+    if not root.strip():
+        return "--root='' is not allowed: expected a folder"
+    if os.path.exists(root) and not os.path.isdir(root):
+        return f"--root={root} is not allowed: it is a file, not a folder"
+    problem = unwritable(root) if writes else None
+    return f"--root={root} is not allowed: {problem}" if problem else None
+
+
+def argument_problem(args, rows):
+    """The first problem of the arguments that needs neither PyTorch nor the config, or None."""
+    from fullbatch.reproduce.parallel import device_problem
+
+    problems = [rows_problem(args.rows, rows) if args.rows is not None else None,
+                count_problem("--seeds", args.seeds, 1, MAX_SEEDS), jobs_problem(args.jobs),
+                count_problem("--time", args.time, 1), count_problem("--gpus", args.gpus, 0),
+                count_problem("--cpus", args.cpus, 1), device_problem(args.device)]
+    first = next((problem for problem in problems if problem), None)
+    return first or root_problem(args.root, writes=not args.list)
 
 
 def parse(argv):
     from fullbatch.reproduce.scales import ROWS, SCALES
+    from fullbatch.arguments import OneLineParser
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", required=True, choices=sorted(SCALES))
     parser.add_argument("--rows", help=f"comma list of {', '.join(ROWS)} (default: the scale's rows)")
-    parser.add_argument("--seeds", type=int, help="seeds per row (default: the scale's)")
+    parser.add_argument("--seeds", type=int, help=f"seeds per row, 1 to {MAX_SEEDS} (default: the scale's)")
     parser.add_argument("--list", action="store_true", help="print the commands and the projected cost, run nothing")
     parser.add_argument("--no-measure", action="store_true", help="with --list: skip the measured step")
     parser.add_argument("--report-only", action="store_true", help="write the report from the runs that ended")
@@ -34,7 +86,8 @@ def parse(argv):
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--root", default=".", help="where outputs/ and reports/ go (default: here)")
     parser.add_argument("--jobs", type=int, default=1, help="rows and seeds at once: one CPU thread each, or one "
-                        "GPU each on a multi-GPU node (default 1: one after the other in this process)")
+                        f"GPU each on a multi-GPU node, at most {MAX_JOBS} (default 1: one after the other in this "
+                        "process)")
     parser.add_argument("--launcher", choices=("none", "local", "slurm"), default="none",
                         help="slurm: submit every row and seed as a SLURM job through submitit and return; local: "
                         "the same jobs with submitit's local executor, --jobs at a time (default none)")
@@ -52,24 +105,12 @@ def parse(argv):
         if not item.startswith(ALLOWED_OVERRIDES) or "=" not in item:
             parser.error(f"{item} is not allowed: give only {', '.join(ALLOWED_OVERRIDES)}... (a scale's rows "
                          "are fixed)")
+    problem = argument_problem(args, ROWS)
+    if problem:
+        parser.error(problem)
     scale = SCALES[args.scale]
-    if args.rows:
-        unknown = [name for name in args.rows.split(",") if name not in ROWS]
-        if unknown:
-            parser.error(f"--rows {unknown[0]} is not a row; rows: {', '.join(ROWS)}")
-        rows = [ROWS[name] for name in args.rows.split(",")]
-    else:
-        rows = scale.rows()
-    seeds = args.seeds
-    if seeds is not None and seeds < 1:
-        parser.error("--seeds must be at least 1")
-    if args.jobs < 1:
-        parser.error("--jobs must be at least 1")
-    if args.time is not None and args.time < 1:
-        parser.error("--time must be at least 1 (minutes)")
-    if len({row.name for row in rows}) != len(rows):
-        parser.error("--rows names a row twice")
-    return args, scale, rows, seeds
+    rows = [ROWS[name] for name in args.rows.split(",")] if args.rows is not None else scale.rows()
+    return args, scale, rows, args.seeds
 
 
 def list_rows(args, scale, rows, seeds):
@@ -120,6 +161,43 @@ def job_results(jobs):
             log.warning(f"job {job.job_id} stopped after a checkpoint; run the same command again to continue it")
             good = False
     return good
+
+
+def check_overrides(args, scale, rows):
+    """The extra overrides, composed and validated with the first row's: a misspelt impl. key or a bad value is
+    one line now, not an error in every row's job (or a listed command that cannot run)."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from fullbatch.cli import one_line
+    from fullbatch.paths import compose_config
+    from fullbatch.reproduce.runner import job_overrides
+    from fullbatch.validation import validate
+
+    if not args.overrides or not rows:
+        return
+    overrides, _ = job_overrides(os.path.abspath(args.root), scale, rows[0], 0, args.overrides)
+    try:
+        cfg = compose_config(overrides)
+    except (HydraException, OmegaConfBaseException, ValueError) as error:
+        raise ConfigError(one_line(error)) from None
+    validate(cfg)
+
+
+def check_arguments(args, scale, rows):
+    """What can be refused only with PyTorch and the config loaded, before any work: the extra overrides, the
+    device here (a SLURM job's device is the cluster's), the launcher's package and the slots of --jobs."""
+    check_overrides(args, scale, rows)
+    if args.launcher == "slurm" and not args.report_only:
+        from fullbatch.reproduce.launchers import slurm_options
+
+        slurm_options(args)  # --slurm-config: read and checked now
+    elif not args.list and not args.report_only:
+        check_launch(args)
+    if args.launcher != "slurm" or args.report_only:
+        from fullbatch.reproduce.parallel import check_device
+
+        check_device(args.device)
 
 
 def check_launch(args):
@@ -188,6 +266,7 @@ def main(argv=None):
         with signals_held():  # NumPy's and PyTorch's imports: a signal is delivered when they have finished
             from fullbatch.reproduce.report import write_report
             import fullbatch.train  # noqa: F401  (imported here, inside the hold, rather than by the first row)
+        check_arguments(args, scale, rows)
         if args.list:
             list_rows(args, scale, rows, seeds)
             return 0
@@ -195,8 +274,6 @@ def main(argv=None):
         if args.launcher == "slurm" and not args.report_only:
             check_launch(args)
             return submit_to_slurm(args, root, scale, rows, seeds)
-        if not args.report_only:
-            check_launch(args)
         outcome = "done" if args.report_only else timed(args, root, scale, rows, seeds)
         if outcome == "preempted":
             print("fullbatch: stopped by a signal; run the same command again to continue", file=sys.stderr)

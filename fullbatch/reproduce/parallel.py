@@ -21,6 +21,28 @@ log = logging.getLogger("fullbatch")
 STATUS = {0: "ended", 2: "configuration or data error", 4: "stopped by a signal"}
 
 
+def device_problem(device):
+    """Why `device` is not a device name a run accepts (auto, cpu, cuda, cuda:N), or None."""
+    if device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()):
+        return None
+    return f"--device={device} is not allowed: expected auto, cpu, cuda or cuda:N"
+
+
+def check_device(device):
+    """Refuse a CUDA device that this machine does not have, naming --device, before any work rather than in the
+    first row (which would name impl.device, or fail only when it uses the device)."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ConfigError(f"--device={device} is not allowed: no CUDA device is visible here; use auto or cpu")
+    if device.startswith("cuda:") and int(device[5:]) >= count:
+        raise ConfigError(f"--device={device} is not allowed: this machine has {count} GPU(s), cuda:0 to "
+                          f"cuda:{count - 1}")
+
+
 def slots(device, jobs):
     """The impl overrides that give each of `jobs` parallel jobs its own share of the machine."""
     import torch

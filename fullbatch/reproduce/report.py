@@ -19,7 +19,7 @@ from fullbatch.reproduce.intervals import Interval, mean_interval, welch_differe
 from fullbatch.reproduce import wall_time  # noqa: E402
 from fullbatch.reproduce.runner import run_folder  # noqa: E402
 from fullbatch.visualization.curves import plain_log_axis, save_figure  # noqa: E402
-from fullbatch.visualization.runs import joined_metrics, read_summary  # noqa: E402
+from fullbatch.visualization.runs import joined_metrics, read_summary, warn_once  # noqa: E402
 
 log = logging.getLogger("fullbatch")
 PAPER_NOTE = ("The paper's own per-row accuracies are left blank: they could not be checked against the paper's "
@@ -28,6 +28,26 @@ PAPER_NOTE = ("The paper's own per-row accuracies are left blank: they could not
 
 
 FITTED = 0.99  # mean final train accuracy of a row that has fitted its training set
+
+
+def usable(summary):
+    """Whether a run's summary has what the report reads from it: its status as a word and the config's seed."""
+    config = summary.get("config")
+    return isinstance(summary.get("status"), str) and isinstance(config, dict) and isinstance(config.get("seed"), int)
+
+
+def ended_summary(root, scale, row, seed):
+    """The summary of a run of this row and seed that ended, or None; a damaged one is left out with a warning
+    naming it (the report is written from the others)."""
+    folder = run_folder(root, scale, row, seed)
+    summary = read_summary(folder)
+    if not summary or summary.get("status") == "preempted":
+        return None
+    if not usable(summary):
+        warn_once(os.path.join(folder, "summary.json"), "is not a run summary (no status or config seed); the report "
+                  "leaves it out")
+        return None
+    return summary
 
 
 def collect(root, scale, rows, seeds=None):
@@ -39,8 +59,8 @@ def collect(root, scale, rows, seeds=None):
         seeds_of_row = range(scale.seeds_for(row, seeds))
         for seed in seeds_of_row:
             check_design(root, scale, row, seed)  # a run of another design of the scale is an error
-        ended = [read_summary(run_folder(root, scale, row, seed)) for seed in seeds_of_row]
-        ended = [summary for summary in ended if summary.get("status") not in (None, "preempted")]
+        ended = [ended_summary(root, scale, row, seed) for seed in seeds_of_row]
+        ended = [summary for summary in ended if summary is not None]
         if ended:
             results[row.name] = ended
     return results
@@ -77,7 +97,8 @@ def write_csv(path, rows, results, root="."):
                 values = {key: summary.get(key) for key in columns[3:]}
                 train = summary.get("final_train_acc")
                 values["fitted"] = isinstance(train, (int, float)) and train >= FITTED
-                values["output_dir"] = os.path.relpath(values["output_dir"], root)  # no machine's paths
+                if isinstance(values["output_dir"], str):
+                    values["output_dir"] = os.path.relpath(values["output_dir"], root)  # no machine's paths
                 writer.writerow(dict(row=row.name, paper_row=row.label, seed=summary["config"]["seed"], **values))
 
     atomic_write(path, write, mode="w")
@@ -241,7 +262,8 @@ def curves_figure(path, root, scale, rows):
             if points:
                 axis.plot(*zip(*points), style if len(points) > 2 else "o",  # a line of one point is invisible
                           markersize=3, color=_series_colour(key))
-        clipped = [(m["step"], m["train_loss"]) for m in metrics if m.get("clipped") is True]
+        clipped = [(m["step"], m["train_loss"]) for m in metrics
+                   if m.get("clipped") is True and isinstance(m.get("train_loss"), (int, float))]
         if clipped:
             axis.scatter(*zip(*clipped), marker="x", s=10, color="black", zorder=3)
         axis.set_title(row.label, fontsize=8)
@@ -334,7 +356,8 @@ def table_lines(rows, results, rise):
         if not ended:
             lines.append(f"| {row.label} | 0 |  |  | not run yet |  |  |  |  |  |  |  |  |")
             continue
-        seconds = [s["seconds_per_step"] for s in ended if s.get("seconds_per_step")]
+        seconds = [value for value in _numbers(ended, "seconds_per_step") if value]
+        wall = _numbers(ended, "wall_time")
         statuses = sorted({s["status"] for s in ended} - {"finished"})
         train_acc, train_loss = _numbers(ended, "final_train_acc"), _numbers(ended, "final_train_loss")
         final = _interval_text(_accuracies(ended)) + (f" ({', '.join(statuses)})" if statuses else "")
@@ -342,10 +365,10 @@ def table_lines(rows, results, rise):
         lines.append(
             f"| {row.label} | {len(ended)} | {f'{statistics.fmean(train_acc):.3f}' if train_acc else ''} | "
             f"{f'{statistics.fmean(train_loss):.3g}' if train_loss else ''} | {regime(row, ended)} | {final} | {best} | "
-            f"{ended[0]['steps']} | {f'{statistics.fmean(seconds):.3g}' if seconds else ''} | "
-            f"{statistics.fmean(s['wall_time'] for s in ended):.0f} | "
-            f"{f'{rise[row.label]:.3g}' if row.label in rise else ''} | {ended[0]['device']} | "
-            f"{str(ended[0]['git_revision'])[:8]} |")
+            f"{ended[0].get('steps', '')} | {f'{statistics.fmean(seconds):.3g}' if seconds else ''} | "
+            f"{f'{statistics.fmean(wall):.0f}' if wall else ''} | "
+            f"{f'{rise[row.label]:.3g}' if row.label in rise else ''} | {ended[0].get('device', '')} | "
+            f"{str(ended[0].get('git_revision', ''))[:8]} |")
     return lines
 
 

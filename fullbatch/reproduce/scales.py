@@ -81,8 +81,9 @@ class Scale:
         return [row for row in ROWS.values() if self.optional_rows or not row.optional]
 
     def seeds_for(self, row, override=None):
-        """How many seeds `row` runs: `--seeds` if given, else the scale's own count for it."""
-        return override or dict(self.seeds_of).get(row.name, self.seeds)
+        """How many seeds `row` runs: `--seeds` if given (0 means none, not the default), else the scale's own
+        count for it."""
+        return dict(self.seeds_of).get(row.name, self.seeds) if override is None else override
 
     def jobs(self, rows, override=None):
         """[(row, seed)] in table order."""

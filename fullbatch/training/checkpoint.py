@@ -1,21 +1,26 @@
-"""Checkpoints that are either complete or absent.
+"""Checkpoints that are either complete or absent, and clean-up that touches only a run's own files.
 
-Each checkpoint is `step-N.pt`, written under a temporary name, flushed to disk and renamed; then a small
-marker `step-N.json` (step, config hash, size and SHA-256 of the file) is written the same way. Only
-checkpoints with a marker count, so a run killed mid-save leaves nothing that looks finished, and a file that
-was truncated or damaged later is recognised before it is loaded. The newest `keep` checkpoints of a run (its
-name and config, across the folders of its requeues) are kept.
+Each checkpoint is `step-N.pt`. It is written under a temporary name that carries the run's lineage (the id a
+fresh run draws and every requeue that resumes it inherits) and flushed to disk; then a small marker
+`step-N.json` (step, config hash, lineage, size and SHA-256 of the file) is written atomically, and only then is
+the checkpoint renamed into place. A checkpoint counts only when both exist, so a run killed mid-save leaves
+nothing that looks finished, and a file that was truncated or damaged later is recognised before it is loaded.
+The newest `keep` checkpoints of a lineage are kept across the folders of its requeues. Pruning and the removal
+of what killed writers left behind only ever touch files named with, or marked with, this run's lineage: a
+search folder may hold other people's work.
 """
-import glob
 import hashlib
 import json
 import logging
 import os
+import re
 import time
 
 import torch
 
 from fullbatch.files import atomic_write
+from fullbatch.safe_loading import load_weights
+from fullbatch.walk import find_files
 
 log = logging.getLogger("fullbatch")
 
@@ -32,34 +37,48 @@ def _sha256(path):
     return digest.hexdigest()
 
 
-STALE_SECONDS = 3600  # a temporary or marker-less file untouched this long was left by a killed writer
+STALE_SECONDS = 3600  # a temporary file or a lone marker untouched this long was left by a killed writer
 
 
-def save_checkpoint(state, folder, step, config_hash, keep, search_dir=None):
-    """Write `state` as the checkpoint of `step` in `folder`; keep only the newest `keep` of this config in
-    `folder` and under `search_dir` (the earlier run folders a requeued run resumed from), and remove what
-    killed writers left behind there.
+def save_checkpoint(state, folder, step, config_hash, keep, search_dir=None, lineage=""):
+    """Write `state` as the checkpoint of `step` in `folder`; keep only the newest `keep` of this lineage and config
+    in `folder`'s run folder and under `search_dir` (the earlier run folders a requeued run resumed from), and
+    remove what killed writers of this lineage left behind there.
 
     Returns the path, or None when the save failed (full disk, unwritable folder): the error is logged, the
     earlier checkpoints stay untouched and training goes on."""
     path = os.path.join(folder, f"step-{step:07d}.pt")
+    temporary = f"{path}.tmp-{lineage}-{os.getpid()}" if lineage else f"{path}.tmp-{os.getpid()}"
     try:
         os.makedirs(folder, exist_ok=True)
-        atomic_write(path, lambda handle: torch.save(state, handle))
-        marker = dict(step=step, config_hash=config_hash, file=os.path.basename(path),
-                      bytes=os.path.getsize(path), sha256=_sha256(path))
-        atomic_write(path[:-3] + ".json", lambda handle: handle.write(json.dumps(marker).encode()))
+        _write_synced(temporary, state)
+        marker = dict(step=step, config_hash=config_hash, lineage=lineage, file=os.path.basename(path),
+                      bytes=os.path.getsize(temporary), sha256=_sha256(temporary))
+        atomic_write(path[:-3] + ".json", lambda handle: handle.write(json.dumps(marker).encode()), tag=lineage)
+        os.replace(temporary, path)
     except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
+        _remove(temporary)
         log.error(f"Could not write checkpoint {path} ({error}); earlier checkpoints are kept, training goes on")
         return None
     folders = [os.path.dirname(folder)] + ([search_dir] if search_dir else [])
-    newest_written = sorted(find_checkpoints(folders, config_hash, warn=False, with_times=True),
+    newest_written = sorted(find_checkpoints(folders, config_hash, warn=False, with_times=True, lineage=lineage),
                             key=lambda found: found[2], reverse=True)  # by when, not by step: a fresh run
     for _, old, _ in newest_written[keep:]:                          # beside a longer one keeps its own
         if old != os.path.abspath(path):
             _remove(old, old[:-3] + ".json")
-    remove_stale_files(folders)
+    remove_stale_files(folders, lineage)
     return path
+
+
+def _write_synced(path, state):
+    try:
+        with open(path, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        _remove(path)
+        raise
 
 
 def _remove(*paths):
@@ -70,25 +89,32 @@ def _remove(*paths):
             pass
 
 
-def remove_stale_files(folders, now=None):
-    """Delete `*.tmp-*` files and checkpoints without a marker that no writer has touched for an hour."""
+def remove_stale_files(folders, lineage, now=None):
+    """Delete what a killed writer of this lineage left in `checkpoints/` folders and no writer has touched for an
+    hour: temporary files named with the lineage, and markers of the lineage whose checkpoint never arrived.
+    Nothing without the lineage in its name or its marker is touched."""
+    if not lineage:
+        return
     now = time.time() if now is None else now
+    temporary = re.compile(r"step-\d+\.(pt|json)\.tmp-" + re.escape(lineage) + r"-\d+$")
     for folder in folders:
-        pattern = os.path.join(glob.escape(folder), "**", "checkpoints", "")
-        for checkpoints in glob.glob(pattern, recursive=True):
-            for path in glob.glob(os.path.join(checkpoints, "*.tmp-*")) + glob.glob(os.path.join(checkpoints, "*.pt")):
-                orphan = ".tmp-" in path or not os.path.exists(path[:-3] + ".json")
-                try:
-                    old = now - os.path.getmtime(path) > STALE_SECONDS
-                except OSError:
-                    continue
-                if orphan and old:
-                    log.info(f"Removing {path}, left by an interrupted checkpoint write")
-                    _remove(path)
-
-
-def _markers(folder):
-    return sorted(glob.glob(os.path.join(folder, "step-*.json")))
+        for path in find_files(folder, "step-*", parent="checkpoints"):
+            name = os.path.basename(path)
+            if temporary.match(name):
+                left_behind = True
+            elif re.fullmatch(r"step-\d+\.json", name):
+                marker = read_marker(path[:-5] + ".pt")
+                left_behind = marker is not None and marker.get("lineage") == lineage and not os.path.exists(
+                    path[:-5] + ".pt")
+            else:
+                left_behind = False
+            try:
+                old = now - os.path.getmtime(path) > STALE_SECONDS
+            except OSError:
+                continue
+            if left_behind and old:
+                log.info(f"Removing {path}, left by an interrupted checkpoint write of this run")
+                _remove(path)
 
 
 MARKER_FIELDS = dict(step=int, config_hash=str, file=str, bytes=int, sha256=str)
@@ -110,19 +136,20 @@ def read_marker(checkpoint_path):
     return marker
 
 
-def find_checkpoints(folders, config_hash, warn=True, with_times=False):
-    """(step, path) of the complete checkpoints below `folders` written for `config_hash`, newest step first
-    ((step, path, marker time) with `with_times`); a damaged marker is skipped (with a warning if `warn`)."""
+def find_checkpoints(folders, config_hash, warn=True, with_times=False, lineage=None):
+    """(step, path) of the complete checkpoints below `folders` written for `config_hash` (and `lineage`, if
+    given), newest first ((step, path, marker time) with `with_times`); a damaged marker is skipped (with a
+    warning if `warn`), and so is a marker whose checkpoint is not there (yet)."""
     found = {}
     for folder in folders:
-        pattern = os.path.join(glob.escape(folder), "**", "checkpoints", "step-*.json")
-        for marker_path in glob.glob(pattern, recursive=True):
+        for marker_path in find_files(folder, "step-*.json", parent="checkpoints"):
             checkpoint = os.path.abspath(marker_path[:-5] + ".pt")
             marker = read_marker(checkpoint)
             if marker is None:
                 if warn:
                     log.warning(f"Skipping checkpoint {checkpoint}: its marker {marker_path} is unreadable or damaged")
-            elif marker["config_hash"] == config_hash:
+            elif marker["config_hash"] == config_hash and (lineage is None or marker.get("lineage") == lineage) \
+                    and os.path.isfile(checkpoint):
                 try:
                     found[checkpoint] = (marker["step"], os.path.getmtime(marker_path))
                 except OSError:  # removed meanwhile by a concurrent run of the same config
@@ -148,6 +175,7 @@ def load_checkpoint(path, device):
         if _sha256(path) != marker["sha256"]:
             raise CheckpointUnusable(f"{path} is damaged (its SHA-256 checksum differs from its marker's)")
     try:
-        return torch.load(path, map_location=device, weights_only=False)
-    except Exception as error:  # unpickling errors have many types
-        raise CheckpointUnusable(f"{path} cannot be read ({type(error).__name__}: {error})") from None
+        return load_weights(path, device)
+    except Exception as error:  # unpickling errors have many types; weights_only refuses anything but data
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        raise CheckpointUnusable(f"{path} cannot be read ({type(error).__name__}: {first})") from None

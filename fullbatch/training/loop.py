@@ -29,7 +29,7 @@ def _format(row):
 def _save(trainer, cfg, folder, identity, outcome):
     if trainer.comm.is_main:
         save_checkpoint(dict(trainer.state_dict(), config_hash=identity), folder, trainer.step, identity,
-                        cfg.impl.checkpoint.keep, cfg.impl.checkpoint.search_dir)
+                        cfg.impl.checkpoint.keep, cfg.impl.checkpoint.search_dir, trainer.lineage)
     outcome.restore_below = None
 
 

@@ -5,6 +5,7 @@ config. Host and device meet once per step, when the step's metrics row is read.
 """
 import math
 import time
+import uuid
 import warnings
 
 import torch
@@ -17,6 +18,10 @@ from fullbatch.training.full_batch import BlockRule, StepInputs
 from fullbatch.training.regularizer import GradRegularizer
 from fullbatch.training.schedules import build_optimizer, build_scheduler
 from fullbatch.training.steps import step_kind
+
+
+def new_lineage():
+    return uuid.uuid4().hex[:16]
 
 
 class Trainer:
@@ -45,6 +50,7 @@ class Trainer:
                                      use_buffers=True)
         self.kind = step_kind(self.hyp)(self)
         self.step = 0  # completed steps
+        self.lineage = new_lineage()  # this run and the requeues that resume it; its checkpoints carry it
         self.best_val_acc = None
         self.full_accuracy_streak = 0
 
@@ -101,7 +107,10 @@ class Trainer:
         return min(self.hyp.steps, 2) if self.cfg.dryrun else self.hyp.steps
 
     def diverged(self, row):
-        return not all(math.isfinite(row[key]) for key in ("train_loss", "pre_clip_norm"))
+        """A non-finite loss or gradient, or a non-finite validation loss (weights blown up to where the
+        training loss still looks finite): the run has stopped learning anything."""
+        keys = ("train_loss", "pre_clip_norm", "val_loss") if "val_loss" in row else ("train_loss", "pre_clip_norm")
+        return not all(math.isfinite(row[key]) for key in keys)
 
     def should_stop_early(self, row):
         """`hyp.stop_at_full_training_accuracy` consecutive steps at 100% training accuracy."""
@@ -124,7 +133,7 @@ class Trainer:
         state = dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
                      scheduler=self.scheduler.state_dict(), step=self.step, best_val_acc=self.best_val_acc,
                      full_accuracy_streak=self.full_accuracy_streak, lr_scale=self.lr_scale,
-                     cpu_rng=torch.get_rng_state())
+                     cpu_rng=torch.get_rng_state(), lineage=self.lineage)
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
         if torch.cuda.is_available():

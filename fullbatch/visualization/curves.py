@@ -5,8 +5,9 @@ differs between them. Saved as PNG and PDF.
 
     python -m fullbatch.visualization.curves outputs/fb/2026-11-23/10-00-00-pid1/ [more run folders] [--out c.png]
 """
-import argparse
+import logging
 import os
+import sys
 
 import matplotlib
 
@@ -14,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import LogFormatter  # noqa: E402
 
+from fullbatch.arguments import OneLineParser  # noqa: E402
 from fullbatch.visualization.runs import distinguishing_labels, joined_metrics, newest_of_chains  # noqa: E402
 
 
@@ -83,14 +85,41 @@ def plot_curves(run_dirs, out, title=None):
     return save_figure(figure, out)
 
 
+def run_folder_problem(run_dir):
+    """Why `run_dir` cannot be drawn (no folder, no metrics.jsonl file), or None."""
+    if not os.path.isdir(run_dir):
+        return f"{run_dir} is not allowed: expected a run folder" + ("" if os.path.exists(run_dir) else
+                                                                      " (it does not exist)")
+    if not os.path.isfile(os.path.join(run_dir, "metrics.jsonl")):
+        return f"{run_dir} is not allowed: expected a run folder holding a metrics.jsonl file"
+    return None
+
+
+def out_problem(out):
+    """Why the figure cannot be written to `out` (its folder is missing or is a file, or `out` is a folder)."""
+    folder = os.path.dirname(os.path.abspath(out))
+    if os.path.isdir(out):
+        return f"--out={out} is not allowed: expected a file name, not a folder"
+    if not os.path.isdir(folder):
+        return f"--out={out} is not allowed: its folder {folder} does not exist"
+    return None
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Plot the training curves of run folders.")
+    parser = OneLineParser(description="Plot the training curves of run folders.")
     parser.add_argument("runs", nargs="+", help="run folders holding metrics.jsonl")
     parser.add_argument("--out", help="PNG path (default: curves.png in the first run folder); a PDF goes beside it")
     parser.add_argument("--title", help="figure title")
     args = parser.parse_args(argv)
-    print(plot_curves(args.runs, args.out or os.path.join(args.runs[0], "curves.png"), args.title))
+    out = args.out or os.path.join(args.runs[0], "curves.png")
+    problem = next((p for p in map(run_folder_problem, args.runs) if p), None) or out_problem(out)
+    if problem:
+        print(f"fullbatch: {problem}", file=sys.stderr)
+        return 2
+    logging.basicConfig(format="fullbatch: warning: %(message)s")  # a damaged metrics.jsonl: one line naming it
+    print(plot_curves(args.runs, out, args.title))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -3,8 +3,9 @@ with a colorbar; the flatness number of each model in its legend entry or title;
 
     python -m fullbatch.visualization.plots outputs/landscape/.../landscape.npz   # re-plot, no recomputation
 """
-import argparse
 import os
+import sys
+import zipfile
 
 import matplotlib
 
@@ -13,6 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
+from fullbatch.errors import ConfigError  # noqa: E402
+from fullbatch.arguments import OneLineParser  # noqa: E402
 from fullbatch.visualization.curves import plain_log_axis, save_figure  # noqa: E402
 from fullbatch.visualization.flatness import flatness  # noqa: E402
 
@@ -21,21 +24,27 @@ QUANTITIES = ("train_loss", "train_acc", "val_loss", "val_acc")
 
 def _saved_config(data):
     try:
-        return yaml.safe_load(str(data["config"])) or {}
+        config = yaml.safe_load(str(data["config"]))
     except (KeyError, yaml.YAMLError):
         return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _section(data, name):
+    section = _saved_config(data).get(name)
+    return section if isinstance(section, dict) else {}
 
 
 def _title(data, kind):
-    config = _saved_config(data)
-    viz, dataset = config.get("viz", {}), config.get("data", {}).get("name", "?")
+    viz, dataset = _section(data, "viz"), _section(data, "data").get("name", "?")
     counts = f"train {viz.get('train_examples') or 'all'}, validation {viz.get('val_examples') or 'all'} examples"
     return (f"{kind} loss landscape on {dataset} ({counts}), {viz.get('normalization', 'filter')}-normalized "
             f"direction{'s' if kind == '2-D' else ''}")
 
 
 def _radius(data):
-    return float(_saved_config(data).get("viz", {}).get("flatness_radius", 0.5))
+    radius = _section(data, "viz").get("flatness_radius", 0.5)
+    return float(radius) if isinstance(radius, (int, float)) else 0.5
 
 
 def plot_1d(data, path):
@@ -75,21 +84,64 @@ def plot_2d(data, path):
     save_figure(figure, path)
 
 
+def _refuse(npz_path, problem):
+    return ConfigError(f"landscape={npz_path!r} is not allowed: {problem}")
+
+
+def load_landscape(npz_path):
+    """The arrays of a saved landscape.npz, checked against each other: a damaged or foreign file fails in one
+    line instead of somewhere in matplotlib. Nothing pickled is read."""
+    if os.path.exists(npz_path) and not os.path.isfile(npz_path):  # a pipe would make np.load wait for ever
+        raise _refuse(npz_path, "it is not a regular file")
+    try:
+        with np.load(npz_path, allow_pickle=False) as saved:
+            data = dict(saved)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise _refuse(npz_path, f"it cannot be read as a .npz file ({type(error).__name__})") from None
+    except (AttributeError, TypeError):  # a plain .npy array: no context manager, no named arrays
+        raise _refuse(npz_path, "it is not a .npz file of named arrays") from None
+    missing = [key for key in ("alphas", "labels", *QUANTITIES) if key not in data]
+    if missing:
+        raise _refuse(npz_path, f"it lacks {', '.join(missing)}: expected a landscape.npz of crunch_loss_landscape.py")
+    if data["labels"].ndim != 1:
+        raise _refuse(npz_path, "its labels are not a list of names")
+    axes = (data["alphas"], data["betas"]) if "betas" in data else (data["alphas"],)
+    if any(axis.ndim != 1 or len(axis) < 2 or not np.issubdtype(axis.dtype, np.number) for axis in axes):
+        raise _refuse(npz_path, "its coordinates (alphas, betas) are not lists of at least two numbers")
+    shape = (len(data["labels"]), *(len(axis) for axis in axes))
+    wrong = [key for key in QUANTITIES if data[key].shape != shape or not np.issubdtype(data[key].dtype, np.number)]
+    if wrong:
+        raise _refuse(npz_path, f"{', '.join(wrong)} do not match its labels and coordinates {shape}")
+    data["labels"] = [str(label) for label in data["labels"]]
+    return data
+
+
 def plot_saved(npz_path, out=None):
     """Draw the figure for a saved landscape.npz; return the PNG path (a PDF is written beside it)."""
-    data = dict(np.load(npz_path, allow_pickle=False))
-    data["labels"] = [str(label) for label in data["labels"]]
+    data = load_landscape(npz_path)
     out = out or os.path.join(os.path.dirname(npz_path), "landscape.png")
     (plot_2d if "betas" in data else plot_1d)(data, out)
     return out
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Re-plot a saved loss landscape.")
+    parser = OneLineParser(description="Re-plot a saved loss landscape.")
     parser.add_argument("landscape", help="landscape.npz written by crunch_loss_landscape.py")
     parser.add_argument("--out", help="PNG path (default: landscape.png beside the data); a PDF goes beside it")
     args = parser.parse_args(argv)
-    print(plot_saved(args.landscape, args.out))
+    try:
+        print(plot_saved(args.landscape, args.out))
+    except ConfigError as error:
+        _fail(error)
+    except OSError as error:  # the figure cannot be written there
+        key, value = ("--out", args.out) if args.out else ("landscape", args.landscape)
+        _fail(f"{key}={value!r} is not allowed: the figure cannot be written there "
+              f"({error.strerror or type(error).__name__})")
+
+
+def _fail(message):
+    print(f"fullbatch: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,43 +1,83 @@
 """What figures need to know about run folders: their metrics joined across resumes, and labels that say how
-the runs differ from each other."""
+the runs differ from each other. A damaged metrics.jsonl or summary.json is read as far as it goes, with a
+warning naming it (on the "fullbatch" logger): a figure drawn from part of a run must not look like all of it."""
 import json
+import logging
 import os
 
 import yaml
 
 from fullbatch.outputs import compact_overrides
 
+log = logging.getLogger("fullbatch")
+_warned = set()
+
+
+def warn_once(path, problem):
+    """Log `problem` with `path` once per process: a folder's summary is read again and again (every check of
+    whether a row ended), and one warning per damaged file is enough."""
+    if path not in _warned:
+        _warned.add(path)
+        log.warning(f"{path} {problem}")
+
+
+def _metrics_row(line):
+    """The metrics row of one line of metrics.jsonl, or None for a damaged line (cut short, garbled, no step)."""
+    try:
+        row = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(row, dict) and isinstance(row.get("step"), int) and not isinstance(row.get("step"), bool):
+        return row
+    return None
+
 
 def read_metrics(run_dir):
     """The rows of metrics.jsonl, as one increasing sequence of steps: a run resumed in its own folder repeats
-    the steps after its checkpoint, and the later rows are the ones that count. A line cut short by a kill or
-    a full disk is skipped."""
-    rows = []
-    with open(os.path.join(run_dir, "metrics.jsonl")) as handle:
-        for line in handle:
-            try:
-                row = json.loads(line)
-            except ValueError:
+    the steps after its checkpoint, and the later rows are the ones that count. Damaged lines (cut short by a
+    kill or a full disk, garbled bytes, no step) are skipped, with one warning naming the file."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    rows, damaged = [], []
+    with open(path, errors="replace") as handle:  # garbled bytes make a damaged line, not a UnicodeDecodeError
+        for number, line in enumerate(handle, 1):
+            row = _metrics_row(line)
+            if row is None:
+                if line.strip():
+                    damaged.append(number)
                 continue
-            if isinstance(row, dict) and isinstance(row.get("step"), int):
-                while rows and rows[-1]["step"] >= row["step"]:
-                    rows.pop()
-                rows.append(row)
+            while rows and rows[-1]["step"] >= row["step"]:
+                rows.pop()
+            rows.append(row)
+    if damaged:
+        log.warning(f"{path}: skipped {len(damaged)} damaged line(s) (line {damaged[0]} first); the figure "
+                    "shows the rest")
     return rows
 
 
 def read_summary(run_dir):
-    try:
-        with open(os.path.join(run_dir, "summary.json")) as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
+    """The run's summary.json as a dict; {} when there is none yet, or (with a warning) when it is damaged."""
+    path = os.path.join(run_dir, "summary.json")
+    if not os.path.lexists(path):
         return {}
+    if not os.path.isfile(path):  # a pipe would make open() wait for ever
+        warn_once(path, "is not a regular file; it is left out")
+        return {}
+    try:
+        with open(path) as handle:
+            summary = json.load(handle)
+    except (OSError, ValueError, RecursionError) as error:
+        warn_once(path, f"cannot be read as JSON ({error}); it is left out")
+        return {}
+    if not isinstance(summary, dict):
+        warn_once(path, f"holds a JSON {type(summary).__name__}, not a run summary; it is left out")
+        return {}
+    return summary
 
 
 def resumed_from_dir(run_dir):
     """The run folder whose checkpoint this run continued from, or None."""
     checkpoint = read_summary(run_dir).get("resumed_from")
-    if not checkpoint:
+    if not checkpoint or not isinstance(checkpoint, str):
         return None
     folder = os.path.dirname(os.path.dirname(checkpoint))  # <run>/checkpoints/step-N.pt
     return folder if os.path.isfile(os.path.join(folder, "metrics.jsonl")) else None
@@ -76,9 +116,17 @@ def overrides(run_dir):
     try:
         with open(path) as handle:
             given = yaml.safe_load(handle) or []
-    except (OSError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError):
         given = []
-    return compact_overrides(given, keep_seed=True)
+    if not isinstance(given, list):  # a damaged file: a mapping or a bare word is not a list of overrides
+        given = []
+    return compact_overrides([str(item) for item in given], keep_seed=True)
+
+
+def _name(run_dir):
+    """The run's name from its summary, else its folder's name."""
+    name = read_summary(run_dir).get("name")
+    return name if isinstance(name, str) and name else os.path.basename(os.path.normpath(run_dir))
 
 
 def distinguishing_labels(run_dirs):
@@ -86,7 +134,7 @@ def distinguishing_labels(run_dirs):
     name when the names differ; the name alone when nothing else does. Repeats get the job folder's name."""
     given = [overrides(run_dir) for run_dir in run_dirs]
     shared = set.intersection(*(set(items) for items in given)) if given else set()
-    names = [read_summary(run_dir).get("name") or os.path.basename(os.path.normpath(run_dir)) for run_dir in run_dirs]
+    names = [_name(run_dir) for run_dir in run_dirs]
     labels = []
     for run_dir, items, name in zip(run_dirs, given, names):
         differing = [item for item in items if item not in shared]
