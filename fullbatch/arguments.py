@@ -10,3 +10,11 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message):
         print(f"fullbatch: {message}", file=sys.stderr)
         raise SystemExit(2)
+
+
+def count_problem(flag, value, least, most=None):
+    """Why the integer `value` of `flag` (e.g. --seeds) is out of range, or None; None values are not given."""
+    if value is None or (value >= least and (most is None or value <= most)):
+        return None
+    expected = f"an integer >= {least}" if most is None else f"an integer from {least} to {most}"
+    return f"{flag}={value} is not allowed: expected {expected}"

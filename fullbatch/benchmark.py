@@ -24,13 +24,14 @@ from contextlib import contextmanager, nullcontext
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from fullbatch.arguments import OneLineParser, count_problem
 from fullbatch.data.blocks import block_plan
 from fullbatch.errors import ConfigError
 from fullbatch.models.ghost_batchnorm import block_groups
 from fullbatch.paths import compose_config
 from fullbatch.progress import Progress
-from fullbatch.arguments import OneLineParser
 from fullbatch.train import build_trainer
+from fullbatch.validation import SYNTHETIC_MAX
 from fullbatch.training.full_batch import merge_blocks
 
 SPREAD_LIMIT = 0.10
@@ -152,17 +153,9 @@ def format_table(rows):
     return "\n".join("  ".join(v.rjust(w) for v, w in zip(line, widths)) for line in table)
 
 
-MAX_IMAGES = 500_000  # 10 x CIFAR-10's training set; the synthetic set is drawn in memory (about 24 kB per image)
+MAX_IMAGES = SYNTHETIC_MAX  # the synthetic set is drawn in memory (about 25 kB per image while it is drawn)
 COUNTS = (("steps", 1, None), ("images", 1, MAX_IMAGES), ("test_images", 1, MAX_IMAGES), ("width", 1, 4096),
           ("warmup", 0, None))  # (argument, least value, largest value or None)
-
-
-def count_problem(name, value, least, most):
-    """Why the integer `value` of --name is out of range, or None."""
-    if value >= least and (most is None or value <= most):
-        return None
-    expected = f"an integer >= {least}" if most is None else f"an integer from {least} to {most}"
-    return f"--{name.replace('_', '-')}={value} is not allowed: expected {expected}"
 
 
 def names_problem(flag, text, known):
@@ -204,7 +197,7 @@ def argument_problem(args):
     if args.model not in models():
         problems.append(f"--model={args.model} is not allowed: expected one of {', '.join(models())}")
     problems.append(device_problem(args.device))
-    problems += [count_problem(name, getattr(args, name), least, most) for name, least, most in COUNTS]
+    problems += [count_problem(f"--{name.replace('_', '-')}", getattr(args, name), least, most) for name, least, most in COUNTS]
     problems.append(json_problem(args.json))
     return next((problem for problem in problems if problem), None)
 

@@ -185,7 +185,7 @@ BENCHMARK_CASES = [  # (arguments, text of the one line)
     (["--presets", ""], "--presets='' is not allowed"),
     (["--settings", "bogus"], "--settings='bogus' is not allowed: 'bogus' is unknown; expected a comma list of fp32"),
     (["--steps", "0"], "--steps=0 is not allowed: expected an integer >= 1"),
-    (["--images", "0"], "--images=0 is not allowed: expected an integer from 1 to 500000"),
+    (["--images", "0"], "--images=0 is not allowed: expected an integer from 1 to 100000"),
     (["--images", "10000000000"], "--images=10000000000 is not allowed"),
     (["--test-images", "0"], "--test-images=0 is not allowed"),
     (["--width", "0"], "--width=0 is not allowed: expected an integer from 1 to 4096"),

@@ -12,6 +12,7 @@ import shlex
 import sys
 import time
 
+from fullbatch.arguments import count_problem
 from fullbatch.errors import ConfigError, DatasetUnavailable
 from fullbatch.interruption import Stopped, signals_held, stop_at_once_on_signals
 
@@ -19,14 +20,6 @@ ALLOWED_OVERRIDES = ("data.path=", "data.db.path=", "impl.")
 CPU_WIDTH = 16  # --list measures a step on a CPU only up to this model width
 MAX_SEEDS = 100  # per row: the paper runs 1 to 3; more is a typo, and a billion would make --list run for ever
 MAX_JOBS = 256  # processes at once on one machine: one slot each is set up before the first starts
-
-
-def count_problem(flag, value, minimum, maximum=None):
-    """Why the integer `value` of `flag` is out of range, or None (argparse has checked that it is an integer)."""
-    if value is None or (value >= minimum and (maximum is None or value <= maximum)):
-        return None
-    expected = f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum}"
-    return f"{flag}={value} is not allowed: expected {expected}"
 
 
 def rows_problem(text, rows):
