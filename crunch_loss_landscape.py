@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 import fullbatch.config  # noqa: F401  (registers the schema; PyTorch is imported only once the config composes)
 from fullbatch.cli import check_arguments, hydra_full_error
 from fullbatch.errors import ConfigError, DatasetUnavailable
-from fullbatch.run_folder import FolderSnapshot
+from fullbatch.run_folder import FolderSnapshot, undo_start_up
 from fullbatch.sweeps import job_context
 
 BEFORE = None  # the run folder as it was before Hydra wrote into it (single runs)
@@ -36,8 +36,8 @@ def main(cfg):
         if hydra_full_error():
             raise
         job = job_context()
-        if not job.multirun and BEFORE is not None:
-            BEFORE.restore(job.output_dir, job.job_log)  # a refused input leaves no folder behind
+        if not job.multirun:
+            undo_start_up(BEFORE, job.output_dir, job.job_log)  # a refused input leaves no folder behind
         fail(error)
 
 

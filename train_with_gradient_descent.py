@@ -19,7 +19,7 @@ import hydra  # noqa: E402
 import fullbatch.config  # noqa: F401,E402  (registers the schema; PyTorch is imported once the config composes)
 from fullbatch.cli import check_arguments, hydra_full_error  # noqa: E402
 from fullbatch.errors import ConfigError, DatasetUnavailable  # noqa: E402
-from fullbatch.run_folder import FolderSnapshot  # noqa: E402
+from fullbatch.run_folder import FolderSnapshot, undo_start_up  # noqa: E402
 from fullbatch.sweeps import FailedJobs, job_context  # noqa: E402
 
 EXIT_CRASHED, EXIT_CONFIG_ERROR, EXIT_DIVERGED, EXIT_PREEMPTED = 1, 2, 3, 4
@@ -44,8 +44,7 @@ def main(cfg):
         if hydra_full_error():
             raise
         if not job.multirun:
-            if BEFORE is not None:
-                BEFORE.restore(job.output_dir, job.job_log)
+            undo_start_up(BEFORE, job.output_dir, job.job_log)
             fail(error)
         return FAILED.record(job, cfg, "config_error", EXIT_CONFIG_ERROR, str(error))
     except Exception as error:

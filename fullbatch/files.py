@@ -7,6 +7,7 @@ apart; `unwritable` finds an unusable output folder at start-up rather than afte
 """
 import fcntl
 import os
+import stat
 from contextlib import contextmanager
 
 
@@ -85,3 +86,21 @@ def overlong_part(folder):
         if len(part.encode("utf-8", "surrogateescape")) > 255:
             return f"its part {part[:30]!r}... is longer than 255 bytes (a run name takes at most 200)"
     return None
+
+
+def read_regular(path, limit=64 << 20):
+    """The text of the small regular file at `path`. A pipe, a device (a link to /dev/zero) or a file larger than
+    `limit` raises OSError instead of blocking or reading without end: markers, summaries and run configs are
+    read from folders other people can write to."""
+    handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(handle).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        content = os.read(handle, limit + 1)
+        while len(content) <= limit and (chunk := os.read(handle, limit + 1 - len(content))):
+            content += chunk
+    finally:
+        os.close(handle)
+    if len(content) > limit:
+        raise OSError(f"{path} is larger than {limit >> 20} MiB")
+    return content.decode()

@@ -7,7 +7,7 @@ import os
 import logging
 import subprocess
 
-from fullbatch.files import atomic_write, locked_file
+from fullbatch.files import atomic_write, locked_file, read_regular
 
 log = logging.getLogger("fullbatch")
 
@@ -89,9 +89,8 @@ def refill_measured(summary, resume_path):
     folder. Unchanged when that summary is missing, damaged, or of another config or step."""
     producer = os.path.dirname(os.path.dirname(resume_path))
     try:
-        with open(os.path.join(producer, "summary.json")) as handle:
-            earlier = json.load(handle)
-    except (OSError, ValueError):
+        earlier = json.loads(read_regular(os.path.join(producer, "summary.json")))
+    except (OSError, ValueError, RecursionError):
         return summary
     if not isinstance(earlier, dict) or (earlier.get("config_hash"), earlier.get("steps")) != (
             summary.get("config_hash"), summary.get("steps")):

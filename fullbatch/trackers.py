@@ -14,7 +14,7 @@ import uuid
 from omegaconf import OmegaConf
 
 from fullbatch.errors import ConfigError
-from fullbatch.files import atomic_write
+from fullbatch.files import atomic_write, read_regular
 
 STATE = "tracker.json"
 PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb")}  # name: (module, extra)
@@ -38,9 +38,8 @@ def _earlier_state(resume_path):
     if not resume_path:
         return {}
     try:
-        with open(os.path.join(os.path.dirname(os.path.dirname(resume_path)), STATE)) as handle:
-            state = json.load(handle)
-    except (OSError, ValueError):
+        state = json.loads(read_regular(os.path.join(os.path.dirname(os.path.dirname(resume_path)), STATE)))
+    except (OSError, ValueError, RecursionError):
         return {}
     if not isinstance(state, dict):
         return {}

@@ -13,7 +13,7 @@ from fullbatch.data import load_device_dataset
 from fullbatch.interruption import StopRequest, Stopped
 from fullbatch.models import build_model
 from fullbatch.models.ghost_batchnorm import supports_block_groups
-from fullbatch.resume import restore
+from fullbatch.resume import restore, resume_mode
 from fullbatch.runtime import autocast_factory, config_hash, configure_backend, memory_format, resolve_device
 from fullbatch.trackers import open_tracker
 from fullbatch.training.distributed import Communicator
@@ -111,7 +111,8 @@ def _run(cfg, output_dir, context, comm):
     log.info(f"Training {cfg.model.name} on {cfg.data.name} ({trainer.dataset.num_train} examples) on "
              f"{trainer.device} x {comm.world_size} processes, "
              f"{'stochastic' if cfg.hyp.train_stochastic else 'full-batch'} mode, {trainer.total_steps} steps")
-    tracker = open_tracker(cfg, output_dir, resume_path, trainer.step, context["choices"]) if comm.is_main else None
+    continued = resume_path if resume_mode(cfg.impl.checkpoint.resume)[0] != "path" else None  # a branch: its own
+    tracker = open_tracker(cfg, output_dir, continued, trainer.step, context["choices"]) if comm.is_main else None
     metrics = outputs.MetricsLog(os.path.join(output_dir, "metrics.jsonl"), tracker) if comm.is_main else None
     with StopRequest() as stop_request:  # a signal during the final writes waits for them to finish
         try:

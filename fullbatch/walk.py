@@ -10,7 +10,7 @@ def walk(root):
     """(folder, names of its subfolders, names of its files) for `root` and every folder below it, in sorted order.
     Unreadable folders and dangling or looping links are passed over."""
     seen = set()
-    for folder, subfolders, files in os.walk(root, followlinks=True):
+    for folder, subfolders, files in os.walk(os.path.expanduser(root), followlinks=True):
         try:
             status = os.stat(folder)
         except OSError:

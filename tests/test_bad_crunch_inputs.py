@@ -93,6 +93,7 @@ BAD_SETTINGS = [
     (["viz.seed=-1"], "viz.seed=-1 is not allowed: expected an integer in [0, 2**32)"),
     (["viz.seed=4294967296"], "viz.seed=4294967296 is not allowed: expected an integer in [0, 2**32)"),
     (["seed=-1"], "seed=-1 is not allowed: expected an integer in [0, 2**32)"),
+    (["data.seed=-1"], "data.seed=-1 is not allowed: expected an integer in [0, 2**32)"),
     (["name=.."], "name='..' is not allowed"),
     (["impl.threads=-1"], "impl.threads=-1 is not allowed"),
     (["impl.eval_batch_size=0"], "impl.eval_batch_size=0 is not allowed"),

@@ -1,4 +1,5 @@
 """Table-driven: each bad input ends the entry script before training with exit code 2 and one line naming it."""
+import os
 import pickle
 from concurrent.futures import ThreadPoolExecutor
 
@@ -269,12 +270,49 @@ def test_forged_pickles_in_data_and_checkpoints_do_not_run(tmp_path):
     assert load_checkpoint(str(tmp_path / "plain.pt"), "cpu")["step"] == 3
 
 
-def test_checkpoint_searches_end_at_symlink_loops(tmp_path):
-    from fullbatch.training.checkpoint import find_checkpoints, save_checkpoint
+def test_checkpoint_searches_end_at_symlink_loops_and_skip_pipes(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from fullbatch.training.checkpoint import save_checkpoint
 
     save_checkpoint({"step": 1}, str(tmp_path / "run" / "checkpoints"), 1, "h", keep=2, lineage="a")
     (tmp_path / "run" / "loop").symlink_to(tmp_path)
     (tmp_path / "run" / "checkpoints" / "up").symlink_to(tmp_path / "run")
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        found = pool.submit(find_checkpoints, [str(tmp_path)], "h").result(timeout=60)
-    assert [step for step, _ in found] == [1]
+    os.mkfifo(tmp_path / "run" / "checkpoints" / "step-0000002.json")  # a marker no writer will ever finish
+    search = (f"from fullbatch.training.checkpoint import find_checkpoints; "
+              f"print([step for step, _ in find_checkpoints([{str(tmp_path)!r}], 'h')])")
+    result = subprocess.run([sys.executable, "-c", search], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+    assert result.stdout.strip() == "[1]", result.stderr[-2000:]
+
+
+def test_pruning_counts_a_checkpoint_once_however_its_folder_is_reached(tmp_path):
+    from fullbatch.training.checkpoint import find_checkpoints, save_checkpoint
+
+    real = tmp_path / "scratch"
+    (tmp_path / "linked").symlink_to(real, target_is_directory=True)  # the search folder, spelt through a link
+    for step in (1, 2, 3):
+        save_checkpoint({"step": step}, str(real / "run" / "checkpoints"), step, "h", keep=1,
+                        search_dir=str(tmp_path / "linked"), lineage="a")
+    assert [step for step, _ in find_checkpoints([str(tmp_path / "linked")], "h")] == [3]
+
+
+def test_a_folder_hydra_named_differently_is_cleaned_only_when_all_of_it_is_fresh(tmp_path):
+    from fullbatch.run_folder import FolderSnapshot
+
+    before = FolderSnapshot(str(tmp_path / "checked"))  # what the check composed; Hydra then named another one
+    fresh = tmp_path / "outputs" / "12-00-01"
+    (fresh / ".hydra").mkdir(parents=True)
+    (fresh / ".hydra" / "config.yaml").write_text("x")
+    (fresh / "train_with_gradient_descent.log").write_text("error\n")
+    before.restore(str(fresh), "train_with_gradient_descent.log")
+    assert not fresh.exists() and (tmp_path / "outputs").exists()
+    older = tmp_path / "outputs" / "11-00-00"
+    (older / ".hydra").mkdir(parents=True)
+    (older / ".hydra" / "config.yaml").write_text("a run's config")
+    (older / "train_with_gradient_descent.log").write_text("a run's log\n")
+    (older / "metrics.jsonl").write_text("{}\n")  # not only Hydra's files: another run's folder
+    before.restore(str(older), "train_with_gradient_descent.log")
+    assert (older / ".hydra" / "config.yaml").read_text() == "a run's config" and (older / "metrics.jsonl").exists()

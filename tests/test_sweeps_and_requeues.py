@@ -233,7 +233,6 @@ def test_a_start_up_error_removes_only_what_this_process_wrote(tmp_path):
     assert not (existing / ".hydra" / "overrides.yaml").exists()
     assert (existing / "train_with_gradient_descent.log").read_text() == "the run's log\n"
     assert (existing / "metrics.jsonl").read_text() == "{}\n"
-    before.restore(str(tmp_path / "elsewhere"), "train_with_gradient_descent.log")  # not the recorded folder
 
 
 def test_a_signal_while_the_outputs_are_written_ends_the_job_after_them(tmp_path, monkeypatch):

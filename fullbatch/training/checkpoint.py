@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from fullbatch.files import atomic_write
+from fullbatch.files import atomic_write, read_regular
 from fullbatch.safe_loading import load_weights
 from fullbatch.walk import find_files
 
@@ -64,7 +64,7 @@ def save_checkpoint(state, folder, step, config_hash, keep, search_dir=None, lin
     newest_written = sorted(find_checkpoints(folders, config_hash, warn=False, with_times=True, lineage=lineage),
                             key=lambda found: found[2], reverse=True)  # by when, not by step: a fresh run
     for _, old, _ in newest_written[keep:]:                          # beside a longer one keeps its own
-        if old != os.path.abspath(path):
+        if old != os.path.realpath(path):
             _remove(old, old[:-3] + ".json")
     remove_stale_files(folders, lineage)
     return path
@@ -124,9 +124,8 @@ def read_marker(checkpoint_path):
     """The checkpoint's marker as a dict with every field of the right type, or None if it is missing or damaged
     (a flipped bit in a key, a truncated file, a list instead of an object: all mean "do not trust it")."""
     try:
-        with open(checkpoint_path[:-3] + ".json") as handle:
-            marker = json.load(handle)
-    except (OSError, ValueError):
+        marker = json.loads(read_regular(checkpoint_path[:-3] + ".json", limit=1 << 16))
+    except (OSError, ValueError, RecursionError):  # a pipe or a huge file is refused, not waited on
         return None
     if not isinstance(marker, dict):
         return None
@@ -143,7 +142,7 @@ def find_checkpoints(folders, config_hash, warn=True, with_times=False, lineage=
     found = {}
     for folder in folders:
         for marker_path in find_files(folder, "step-*.json", parent="checkpoints"):
-            checkpoint = os.path.abspath(marker_path[:-5] + ".pt")
+            checkpoint = os.path.realpath(marker_path[:-5] + ".pt")  # one key however the folder is reached
             marker = read_marker(checkpoint)
             if marker is None:
                 if warn:

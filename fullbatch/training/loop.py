@@ -53,7 +53,8 @@ def _handle_divergence(trainer, cfg, row, outcome, output_dir, identity):
     """Stop, or (impl.checkpoint.on_divergence=restore) go back to the last good checkpoint with half the lr."""
     last = outcome.last_finite
     log.error(f"Step {row['step']}: non-finite loss or gradient (train_loss={row['train_loss']}, pre_clip_norm="
-              f"{row['pre_clip_norm']}); last finite step: {_format(last) if last else 'none'}")
+              f"{row['pre_clip_norm']}, val_loss={row.get('val_loss', 'not measured')}); last finite step: "
+              f"{_format(last) if last else 'none'}")
     ckpt = cfg.impl.checkpoint
     if ckpt.on_divergence == "restore" and outcome.restores < ckpt.max_restores:
         target_scale = trainer.lr_scale * 0.5  # compounds: the checkpoint may predate earlier halvings

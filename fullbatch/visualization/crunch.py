@@ -22,7 +22,8 @@ from fullbatch.models.registry import MODELS, RESNETS
 from fullbatch.runtime import configure_backend
 from fullbatch.errors import ConfigError
 from fullbatch.safe_loading import load_weights
-from fullbatch.validation import finite_numbers, plain_file_name, validate_data, validate_impl
+from fullbatch.validation import (finite_numbers, given_values, plain_file_name, seeds_in_range, validate_data,
+                                  validate_impl)
 from fullbatch.visualization.directions import NORMALIZATIONS, random_direction
 from fullbatch.visualization.landscape import evaluate_grid
 from fullbatch.config import DataConfig
@@ -75,7 +76,9 @@ def validate_crunch(cfg):
     _require(0 <= cfg.seed < SEEDS, "seed", "an integer in [0, 2**32)", cfg.seed)
     plain_file_name(cfg.name, "name", "run name", "folder")
     validate_impl(cfg.impl)
+    given_values(cfg)
     finite_numbers(cfg)
+    seeds_in_range(cfg)
     paths = _checkpoint_paths(cfg)
     files = [os.path.abspath(path) for path in paths]
     repeated = sorted({path for path, file in zip(paths, files) if files.count(file) > 1})

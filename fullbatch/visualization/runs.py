@@ -7,6 +7,7 @@ import os
 
 import yaml
 
+from fullbatch.files import read_regular
 from fullbatch.outputs import compact_overrides
 
 log = logging.getLogger("fullbatch")
@@ -114,9 +115,8 @@ def overrides(run_dir):
     """The command-line overrides of a run, with its seed, without its name, paths and cadences."""
     path = os.path.join(run_dir, ".hydra", "overrides.yaml")
     try:
-        with open(path) as handle:
-            given = yaml.safe_load(handle) or []
-    except (OSError, ValueError, yaml.YAMLError):
+        given = yaml.safe_load(read_regular(path)) or []
+    except (OSError, ValueError, yaml.YAMLError):  # a pipe is refused, not waited on
         given = []
     if not isinstance(given, list):  # a damaged file: a mapping or a bare word is not a list of overrides
         given = []
