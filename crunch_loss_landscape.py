@@ -11,11 +11,11 @@ import sys
 import hydra
 from hydra.core.hydra_config import HydraConfig
 
-import fullbatch.config  # noqa: F401  (registers the schema; PyTorch is imported only once the config composes)
+import fullbatch.config.schema  # noqa: F401  (registers the schema; PyTorch is imported only once the config composes)
 from fullbatch.cli import check_arguments, hydra_full_error
 from fullbatch.errors import ConfigError, DatasetUnavailable
-from fullbatch.run_folder import FolderSnapshot, undo_start_up
-from fullbatch.sweeps import job_context
+from fullbatch.run.folder import FolderSnapshot, undo_start_up
+from fullbatch.run.sweeps import job_context
 
 BEFORE = None  # the run folder as it was before Hydra wrote into it (single runs)
 

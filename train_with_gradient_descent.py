@@ -10,17 +10,17 @@ code of the first one.
 """
 import sys
 
-from fullbatch.interruption import Stopped, ignore_signals, signals_held, stop_at_once_on_signals
+from fullbatch.run.interruption import Stopped, ignore_signals, signals_held, stop_at_once_on_signals
 
 stop_at_once_on_signals()  # before the slow imports: a SIGTERM at any point of start-up ends with exit 4
 
 import hydra  # noqa: E402
 
-import fullbatch.config  # noqa: F401,E402  (registers the schema; PyTorch is imported once the config composes)
+import fullbatch.config.schema  # noqa: F401,E402  (registers the schema; PyTorch is imported once the config composes)
 from fullbatch.cli import check_arguments, hydra_full_error  # noqa: E402
 from fullbatch.errors import ConfigError, DatasetUnavailable  # noqa: E402
-from fullbatch.run_folder import FolderSnapshot, undo_start_up  # noqa: E402
-from fullbatch.sweeps import FailedJobs, job_context  # noqa: E402
+from fullbatch.run.folder import FolderSnapshot, undo_start_up  # noqa: E402
+from fullbatch.run.sweeps import FailedJobs, job_context  # noqa: E402
 
 EXIT_CRASHED, EXIT_CONFIG_ERROR, EXIT_DIVERGED, EXIT_PREEMPTED = 1, 2, 3, 4
 FAILED = FailedJobs()

@@ -24,14 +24,14 @@ from contextlib import contextmanager, nullcontext
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from fullbatch.arguments import OneLineParser, count_problem
+from fullbatch.cli import OneLineParser, count_problem
 from fullbatch.data.blocks import block_plan
 from fullbatch.errors import ConfigError
 from fullbatch.models.ghost_batchnorm import block_groups
-from fullbatch.paths import compose_config
+from fullbatch.config.paths import compose_config
 from fullbatch.progress import Progress
 from fullbatch.train import build_trainer
-from fullbatch.validation import SYNTHETIC_MAX
+from fullbatch.run.validation import SYNTHETIC_MAX
 from fullbatch.training.full_batch import merge_blocks
 
 SPREAD_LIMIT = 0.10
@@ -169,7 +169,7 @@ def names_problem(flag, text, known):
 def json_problem(path):
     """Why the rows could not be written to --json `path` after the measurements, or None: found now, not after
     an hour of measuring."""
-    from fullbatch.files import unwritable
+    from fullbatch.files.atomic import unwritable
 
     if path is None:
         return None
@@ -184,7 +184,7 @@ def json_problem(path):
 
 def models():
     """The model configs a run can choose (config/model/*.yaml)."""
-    from fullbatch.paths import config_dir
+    from fullbatch.config.paths import config_dir
 
     return sorted(name[:-5] for name in os.listdir(os.path.join(config_dir(), "model")) if name.endswith(".yaml"))
 
@@ -255,7 +255,7 @@ def check_rows(pairs, args):
 
     from fullbatch.cli import one_line
     from fullbatch.reproduce.parallel import check_device
-    from fullbatch.validation import validate
+    from fullbatch.run.validation import validate
 
     if not pairs:
         raise ConfigError(f"--presets={args.presets!r} with --settings={args.settings!r} is not allowed: it leaves "

@@ -1,18 +1,27 @@
-"""One-line start-up errors for the entry script, also for mistakes that Hydra itself finds while composing.
+"""The command line: one-line start-up errors for the entry scripts (also for mistakes that Hydra itself finds
+while composing) and the argument parser of the package's tools.
 
 Before a single (non-sweep) run starts, the command-line overrides are composed once with Hydra's compose API;
 a misspelt key, a wrong type or an unknown option then ends the run with one line naming it. Sweeps and Hydra's
 own flags (-m, --cfg, --help, ...) go to Hydra unchanged.
 """
+import argparse
 import difflib
 import os
 import re
+import sys
 
-from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseException
+from fullbatch.config.paths import compose_config, config_dir
+from fullbatch.files.atomic import overlong_part, unsafe_folder, unwritable
 
-from fullbatch.files import overlong_part, unsafe_folder, unwritable
-from fullbatch.paths import compose_config, config_dir
+
+def _composition_errors():
+    """What composing a config raises for a user's mistake. Imported here, so that the tools that only parse
+    arguments (status, results) start without loading Hydra."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return HydraException, OmegaConfBaseException, ValueError
 
 
 def config_keys(cfg, prefix=""):
@@ -31,7 +40,7 @@ def close_keys(wrong, config_name="train"):
     """Keys of the default config that the misspelt `wrong` probably meant: same last part, else similar."""
     try:
         known = config_keys(compose_config([], config_name))
-    except (HydraException, OmegaConfBaseException, ValueError):
+    except _composition_errors():
         return []
     last = wrong.split(".")[-1]
     same_name = [key for key in known if key.split(".")[-1] == last]
@@ -72,7 +81,7 @@ def added_key_error(arguments, config_name="train"):
         return None
     try:
         known = config_keys(compose_config([], config_name))
-    except (HydraException, OmegaConfBaseException, ValueError):
+    except _composition_errors():
         return None
     for key in additions:
         if key not in known and not any(name.startswith(key + ".") for name in known):
@@ -93,7 +102,7 @@ def check_arguments(arguments, config_name="train"):
     try:
         cfg = compose_config(arguments, config_name, return_hydra_config=True)
         run_dir = cfg.hydra.run.dir
-    except (HydraException, OmegaConfBaseException, ValueError) as error:
+    except _composition_errors() as error:
         return one_line(error, config_name), None
     problem = unsafe_folder(run_dir) or overlong_part(run_dir) or unwritable(run_dir)
     return (f"hydra.run.dir={run_dir!r} is not allowed: {problem}" if problem else None), run_dir
@@ -106,3 +115,20 @@ def composition_error(arguments, config_name="train"):
 
 def hydra_full_error():
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are the project's single line on stderr (`fullbatch: ...`, exit 2) instead of the
+    usage text and a second line, so that every tool reports a bad argument the same way."""
+
+    def error(self, message):
+        print(f"fullbatch: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def count_problem(flag, value, least, most=None):
+    """Why the integer `value` of `flag` (e.g. --seeds) is out of range, or None; None values are not given."""
+    if value is None or (value >= least and (most is None or value <= most)):
+        return None
+    expected = f"an integer >= {least}" if most is None else f"an integer from {least} to {most}"
+    return f"{flag}={value} is not allowed: expected {expected}"

@@ -16,9 +16,9 @@ import os
 import statistics
 import sys
 
-from fullbatch.arguments import OneLineParser
-from fullbatch.outputs import read_table, table_row
-from fullbatch.walk import find_files
+from fullbatch.cli import OneLineParser
+from fullbatch.run.outputs import read_table, table_row
+from fullbatch.files.walk import find_files
 
 METRICS = ("final_val_acc", "best_val_acc")
 FINISHED = ("finished", "stopped_at_full_training_accuracy")

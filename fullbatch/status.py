@@ -11,8 +11,8 @@ import json
 import os
 import sys
 
-from fullbatch.arguments import OneLineParser
-from fullbatch.walk import find_folders
+from fullbatch.cli import OneLineParser
+from fullbatch.files.walk import find_folders
 
 EXIT_CODES = dict(finished=0, stopped_at_full_training_accuracy=0, diverged=3, preempted=4, unfinished=4)
 

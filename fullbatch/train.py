@@ -7,21 +7,21 @@ import time
 import torch
 from omegaconf import OmegaConf
 
-from fullbatch import outputs
+from fullbatch.run import outputs
 from fullbatch.analysis.hook import TrainingAnalysis
 from fullbatch.data import load_device_dataset
-from fullbatch.interruption import StopRequest, Stopped
+from fullbatch.run.interruption import StopRequest, Stopped
 from fullbatch.models import build_model
 from fullbatch.models.ghost_batchnorm import supports_block_groups
-from fullbatch.resume import restore, resume_mode
-from fullbatch.runtime import autocast_factory, config_hash, configure_backend, memory_format, resolve_device
-from fullbatch.trackers import open_tracker
+from fullbatch.run.resume import restore, resume_mode
+from fullbatch.run.runtime import autocast_factory, config_hash, configure_backend, memory_format, resolve_device
+from fullbatch.run.trackers import open_tracker
 from fullbatch.training.distributed import Communicator
 from fullbatch.training.loop import train_loop
 from fullbatch.training.trainer import Trainer
 from fullbatch.errors import ConfigError
-from fullbatch.files import atomic_save, unwritable
-from fullbatch.validation import validate
+from fullbatch.files.atomic import atomic_save, unwritable
+from fullbatch.run.validation import validate
 
 log = logging.getLogger("fullbatch")
 

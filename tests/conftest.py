@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from fullbatch.paths import compose_config  # noqa: F401  (the tests' one way to compose a config)
+from fullbatch.config.paths import compose_config  # noqa: F401  (the tests' one way to compose a config)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(ROOT, "config")

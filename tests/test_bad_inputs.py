@@ -185,7 +185,7 @@ def test_values_that_would_crash_or_silently_mislead_fail_validation_naming_the_
     """In-process (fast): the entry script turns the same ConfigError into one line and exit 2, as above."""
     from conftest import compose_config
     from fullbatch.errors import ConfigError
-    from fullbatch.validation import validate
+    from fullbatch.run.validation import validate
 
     with pytest.raises(ConfigError) as error:
         validate(compose_config([*TINY, *overrides]))
@@ -196,7 +196,7 @@ def test_values_that_would_crash_or_silently_mislead_fail_validation_naming_the_
 def test_each_value_the_config_checks_refuse_is_named_in_one_line(overrides, expected):
     from conftest import compose_config
     from fullbatch.errors import ConfigError
-    from fullbatch.validation import validate
+    from fullbatch.run.validation import validate
 
     with pytest.raises(ConfigError) as error:
         validate(compose_config([*TINY, "name=bad", *overrides]))
@@ -206,7 +206,7 @@ def test_each_value_the_config_checks_refuse_is_named_in_one_line(overrides, exp
 def test_world_size_without_rank_fails_naming_the_variable(monkeypatch):
     from conftest import compose_config
     from fullbatch.errors import ConfigError
-    from fullbatch.validation import validate
+    from fullbatch.run.validation import validate
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.delenv("RANK", raising=False)
@@ -300,7 +300,7 @@ def test_pruning_counts_a_checkpoint_once_however_its_folder_is_reached(tmp_path
 
 
 def test_a_folder_hydra_named_differently_is_cleaned_only_when_all_of_it_is_fresh(tmp_path):
-    from fullbatch.run_folder import FolderSnapshot
+    from fullbatch.run.folder import FolderSnapshot
 
     before = FolderSnapshot(str(tmp_path / "checked"))  # what the check composed; Hydra then named another one
     fresh = tmp_path / "outputs" / "12-00-01"

@@ -96,7 +96,7 @@ def test_results_skip_damaged_files_and_rows_that_are_not_runs_with_a_warning_na
 
 def test_a_run_does_not_overwrite_a_damaged_table_with_its_row(damaged):
     """read_table's error is an OSError, which the run logs (train._write) instead of replacing the file."""
-    from fullbatch.outputs import read_table, record_table_row
+    from fullbatch.run.outputs import read_table, record_table_row
 
     before = open(damaged["nul"], "rb").read()
     with pytest.raises(OSError, match="holds a NUL byte"):

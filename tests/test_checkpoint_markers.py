@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fullbatch.errors import ConfigError
-from fullbatch.resume import restore
+from fullbatch.run.resume import restore
 from fullbatch.training.checkpoint import CheckpointUnusable, checkpoint_candidates, load_checkpoint, save_checkpoint
 
 

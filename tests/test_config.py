@@ -7,7 +7,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from conftest import CONFIG_DIR, TINY, compose_config, run_entry
-from fullbatch.validation import ConfigError, validate
+from fullbatch.run.validation import ConfigError, validate
 
 
 def _options(group):
@@ -80,9 +80,9 @@ def test_unknown_choices_fail_while_composing_with_the_allowed_values(override, 
 
 
 def test_each_choice_is_named_once_and_dispatched_for_every_member():
-    from fullbatch.choices import Dataset, MemoryFormat, Optimizer, RegularizerMethod, RegularizerPrecision, Scheduler
+    from fullbatch.config.choices import Dataset, MemoryFormat, Optimizer, RegularizerMethod, RegularizerPrecision, Scheduler
     from fullbatch.data.device_dataset import LOADERS
-    from fullbatch.runtime import MEMORY_FORMATS
+    from fullbatch.run.runtime import MEMORY_FORMATS
     from fullbatch.training.regularizer import PRECISIONS, GradRegularizer
     from fullbatch.training.schedules import COSINE_HORIZONS, OPTIMIZERS, lr_factor
 
@@ -143,7 +143,7 @@ def test_train_sh_runs_every_row_of_the_paper_with_and_without_augmentation_and_
                                       "impl.setup.batch_shards=2"])
 def test_resume_identity_holds_every_impl_key_that_changes_the_numbers(override):
     """A sweep over such a key must not resume another job's checkpoint (bf16 and float64 train differently)."""
-    from fullbatch.runtime import config_hash
+    from fullbatch.run.runtime import config_hash
 
     assert config_hash(compose_config([override])) != config_hash(compose_config([]))
 
@@ -152,6 +152,6 @@ def test_resume_identity_holds_every_impl_key_that_changes_the_numbers(override)
                                       "impl.checkpoint.save_every_nth_step=5", "impl.checkpoint.keep=4",
                                       "data.path=/elsewhere", "data.download=false", "impl.setup.timeout_seconds=60"])
 def test_resume_identity_ignores_what_cannot_change_the_numbers(override):
-    from fullbatch.runtime import config_hash
+    from fullbatch.run.runtime import config_hash
 
     assert config_hash(compose_config([override])) == config_hash(compose_config([]))

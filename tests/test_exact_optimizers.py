@@ -91,7 +91,7 @@ def test_armijo_step_takes_the_first_step_that_decreases_enough():
 
 
 def test_line_search_and_lbfgs_refuse_the_stochastic_mode():
-    from fullbatch.validation import ConfigError, validate
+    from fullbatch.run.validation import ConfigError, validate
 
     with pytest.raises(ConfigError, match="hyp.train_stochastic"):
         validate(compose_config(["hyp=base_sgd", "hyp/optim=lbfgs"]))
@@ -107,7 +107,7 @@ def test_line_search_and_lbfgs_refuse_the_stochastic_mode():
 ])
 def test_armijo_refuses_what_bends_the_step_away_from_the_objective_it_tests(override, key):
     """Its decrease test uses loss + weight decay and the slope -||grad F||^2: only right along -grad F."""
-    from fullbatch.validation import ConfigError, validate
+    from fullbatch.run.validation import ConfigError, validate
 
     cfg = compose_config(["hyp=fb1", override, "hyp/optim=gd_linesearch"])
     with pytest.raises(ConfigError) as error:

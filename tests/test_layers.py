@@ -5,12 +5,11 @@ import os
 from conftest import ROOT
 
 LAYERS = [  # bottom first; a module may import from its own layer and the ones before it
-    {"errors", "choices", "config", "paths", "files", "tf32", "progress", "walk", "safe_loading", "run_folder",
-     "arguments"},
+    {"errors", "progress", "config", "files"},
     {"data", "models"},
     {"training", "analysis"},
-    {"validation", "runtime", "resume", "outputs", "interruption", "trackers"},
-    {"train", "cli", "benchmark", "visualization", "sweeps", "status", "results", "reproduce"},
+    {"run"},
+    {"train", "cli", "benchmark", "visualization", "status", "results", "reproduce"},
 ]
 ALIASES = {"fullbatch/__init__.py", "fullbatch/models/modules.py"}  # forward public names to where they live
 

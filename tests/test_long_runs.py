@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import ENTRY, ROOT, TINY, compose_config, run_entry
-from fullbatch.outputs import read_table, record_table_row
+from fullbatch.run.outputs import read_table, record_table_row
 from fullbatch.train import run
 from fullbatch.training.checkpoint import checkpoint_candidates, load_checkpoint, save_checkpoint
 
@@ -123,7 +123,7 @@ def test_divergence_restore_goes_back_and_halves_the_learning_rate(tmp_path):
 
 def test_four_processes_append_to_one_table_at_once(tmp_path):
     table = tmp_path / "tables" / "t.csv"
-    script = ("import sys, time; from fullbatch.outputs import record_table_row\n"
+    script = ("import sys, time; from fullbatch.run.outputs import record_table_row\n"
               "start = float(sys.argv[2])\n"
               "while time.time() < start: pass\n"
               "record_table_row(sys.argv[1], {'run_key': sys.argv[3], 'job': sys.argv[3], 'text': 'x' * 20000})\n")
@@ -189,7 +189,7 @@ def test_a_save_that_torch_fails_with_a_runtime_error_keeps_the_previous_checkpo
 
 
 def test_a_metrics_row_that_cannot_be_written_is_logged_and_training_goes_on(tmp_path, caplog):
-    from fullbatch.outputs import MetricsLog
+    from fullbatch.run.outputs import MetricsLog
 
     metrics = MetricsLog(str(tmp_path / "metrics.jsonl"))
     metrics.write(dict(step=1, train_loss=1.0))

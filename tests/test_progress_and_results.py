@@ -103,7 +103,8 @@ def test_results_command_reads_tables_and_run_folders(tmp_path, capsys):
 
 def test_a_run_records_the_commit_it_started_from_not_one_made_while_it_trained(tmp_path, monkeypatch):
     from conftest import compose_config
-    from fullbatch import outputs, train
+    from fullbatch.run import outputs
+    from fullbatch import train
     from fullbatch.train import run
 
     head = {"commit": "commit-at-start"}
@@ -120,7 +121,7 @@ def test_a_run_records_the_commit_it_started_from_not_one_made_while_it_trained(
 
 
 def test_the_commit_is_read_once_per_process_as_the_process_keeps_the_code_it_loaded(tmp_path):
-    from fullbatch import outputs
+    from fullbatch.run import outputs
 
     def commit(message):
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m",

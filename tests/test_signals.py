@@ -90,7 +90,7 @@ def test_under_torchrun_the_launcher_exits_1_and_fullbatch_status_says_preempted
 
 
 def test_a_signal_held_during_an_import_is_delivered_when_the_hold_ends():
-    from fullbatch.interruption import Stopped, signals_held, stop_at_once_on_signals
+    from fullbatch.run.interruption import Stopped, signals_held, stop_at_once_on_signals
 
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     reached = []

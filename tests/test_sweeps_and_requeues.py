@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from conftest import ENTRY, ROOT, TINY, compose_config, run_entry
-from fullbatch.config import run_stamp
-from fullbatch.outputs import read_table
+from fullbatch.config.schema import run_stamp
+from fullbatch.run.outputs import read_table
 from fullbatch.train import run
 from fullbatch.training.checkpoint import STALE_SECONDS, find_checkpoints, load_checkpoint, save_checkpoint
 
@@ -66,7 +66,7 @@ def test_a_sweep_goes_on_past_failed_jobs_and_lists_them_at_the_end(tmp_path):
                                                                                "finished"]
     rows, _ = read_table(str(tmp_path / "tables" / "synthetic_resnet20.csv"))
     assert sorted(row["status"] for row in rows) == ["config_error", "diverged", "finished"]
-    from fullbatch.runtime import config_hash
+    from fullbatch.run.runtime import config_hash
 
     failed = compose_config([*TINY, "name=sweep", "hyp=fb1", "hyp.steps=2", "hyp.warmup=0", "hyp.optim.lr=-1"])
     [row] = [row for row in rows if row["status"] == "config_error"]
@@ -208,7 +208,7 @@ def test_the_training_loop_prunes_across_the_folders_of_a_requeue_and_only_there
 
 
 def test_a_start_up_error_removes_only_what_this_process_wrote(tmp_path):
-    from fullbatch.run_folder import FolderSnapshot
+    from fullbatch.run.folder import FolderSnapshot
 
     fresh = tmp_path / "outputs" / "bad" / "2026-12-01" / "10-00-00-pid1"
     (tmp_path / "outputs" / "bad" / "older-run").mkdir(parents=True)
@@ -238,8 +238,8 @@ def test_a_start_up_error_removes_only_what_this_process_wrote(tmp_path):
 def test_a_signal_while_the_outputs_are_written_ends_the_job_after_them(tmp_path, monkeypatch):
     import signal
 
-    from fullbatch import outputs
-    from fullbatch.interruption import Stopped
+    from fullbatch.run import outputs
+    from fullbatch.run.interruption import Stopped
 
     original = outputs.record_table_row
 

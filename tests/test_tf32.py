@@ -5,7 +5,7 @@ their effect on kernels needs a GPU."""
 import pytest
 import torch
 
-from fullbatch.tf32 import tf32_in_effect, without_tf32
+from fullbatch.training.tf32 import tf32_in_effect, without_tf32
 
 NEW_API = hasattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision")
 

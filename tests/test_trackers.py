@@ -92,7 +92,7 @@ def test_wandb_offline_leaves_a_run_folder_and_a_resumed_run_continues_the_same_
 def test_a_missing_tracker_package_is_one_line_naming_the_extra(monkeypatch):
     import importlib.util
 
-    from fullbatch import trackers
+    from fullbatch.run import trackers
 
     real = importlib.util.find_spec
     monkeypatch.setattr(trackers.importlib.util, "find_spec",

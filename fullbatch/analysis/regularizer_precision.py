@@ -19,7 +19,7 @@ import torch
 from fullbatch.data.cifar import load_cifar
 from fullbatch.data.synthetic import make_synthetic
 from fullbatch.models.registry import build_model
-from fullbatch.paths import compose_config
+from fullbatch.config.paths import compose_config
 from fullbatch.training.regularizer import GradRegularizer
 
 BLOCK_STRENGTH = 0.5  # the paper's, so v = 0.5 g

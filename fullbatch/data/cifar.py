@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from fullbatch.errors import DatasetUnavailable
-from fullbatch.safe_loading import load_data_pickle
+from fullbatch.files.safe_loading import load_data_pickle
 
 CIFAR = {
     "CIFAR10": dict(folder="cifar-10-batches-py", train=[f"data_batch_{i}" for i in range(1, 6)], test=["test_batch"],

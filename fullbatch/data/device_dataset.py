@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fullbatch.choices import Database, Dataset
+from fullbatch.config.choices import Database, Dataset
 from fullbatch.data.augmentation import augmentation_names, augment, step_generator
 from fullbatch.data.cifar import load_cifar
 from fullbatch.data.subsets import take_subset

@@ -23,7 +23,7 @@ import torch
 
 from fullbatch.data.augmentation import augment, step_generator
 from fullbatch.errors import ConfigError, DatasetUnavailable
-from fullbatch.files import atomic_write, locked_file
+from fullbatch.files.atomic import atomic_write, locked_file
 from fullbatch.progress import Progress
 
 log = logging.getLogger("fullbatch")

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from fullbatch.errors import DatasetUnavailable
-from fullbatch.files import atomic_write
+from fullbatch.files.atomic import atomic_write
 
 FOLDER = "tiny-imagenet-200"
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"

@@ -11,7 +11,7 @@ The original builds type C for every depth except ResNet-20, which gets type B; 
 import torch
 from torch import nn
 
-from fullbatch.choices import Downsample
+from fullbatch.config.choices import Downsample
 from fullbatch.models.ghost_batchnorm import BlockBatchNorm2d
 
 

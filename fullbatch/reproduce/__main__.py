@@ -12,9 +12,9 @@ import shlex
 import sys
 import time
 
-from fullbatch.arguments import count_problem
+from fullbatch.cli import count_problem
 from fullbatch.errors import ConfigError, DatasetUnavailable
-from fullbatch.interruption import Stopped, signals_held, stop_at_once_on_signals
+from fullbatch.run.interruption import Stopped, signals_held, stop_at_once_on_signals
 
 ALLOWED_OVERRIDES = ("data.path=", "data.db.path=", "impl.")
 CPU_WIDTH = 16  # --list measures a step on a CPU only up to this model width
@@ -42,7 +42,7 @@ def jobs_problem(jobs):
 
 def root_problem(root, writes):
     """Why --root cannot hold outputs/ and reports/ (empty, a file, or not writable when the command `writes`)."""
-    from fullbatch.files import unwritable
+    from fullbatch.files.atomic import unwritable
 
     if not root.strip():
         return "--root='' is not allowed: expected a folder"
@@ -66,7 +66,7 @@ def argument_problem(args, rows):
 
 def parse(argv):
     from fullbatch.reproduce.scales import ROWS, SCALES
-    from fullbatch.arguments import OneLineParser
+    from fullbatch.cli import OneLineParser
 
     parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", required=True, choices=sorted(SCALES))
@@ -110,7 +110,7 @@ def list_rows(args, scale, rows, seeds):
     from fullbatch.progress import duration
     from fullbatch.reproduce.cost import projected
     from fullbatch.reproduce.runner import command_line
-    from fullbatch.runtime import resolve_device
+    from fullbatch.run.runtime import resolve_device
 
     device = resolve_device(args.device).type
     total_here, total_gpu, total_paper, runs = 0.0, 0.0, 0.0, 0
@@ -163,9 +163,9 @@ def check_overrides(args, scale, rows):
     from omegaconf.errors import OmegaConfBaseException
 
     from fullbatch.cli import one_line
-    from fullbatch.paths import compose_config
+    from fullbatch.config.paths import compose_config
     from fullbatch.reproduce.runner import job_overrides
-    from fullbatch.validation import validate
+    from fullbatch.run.validation import validate
 
     if not args.overrides or not rows:
         return

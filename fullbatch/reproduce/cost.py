@@ -9,7 +9,7 @@ forward differences cost a second forward+backward per block. It is not yet a me
 """
 import time
 
-from fullbatch.paths import compose_config
+from fullbatch.config.paths import compose_config
 from fullbatch.reproduce.scales import SCALES, row_overrides
 
 H100_IMAGES_PER_SECOND = {128: 14_700, 32: 3_700}  # plain PyTorch, fp32, forward+backward

@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 
-from fullbatch.interruption import Stopped, signals_held, stop_at_once_on_signals
+from fullbatch.run.interruption import Stopped, signals_held, stop_at_once_on_signals
 
 FIELDS = dict(root=str, scale=str, row=str, seed=int, extra=list)
 KINDS = {str: "a string", int: "an integer", list: "a list"}

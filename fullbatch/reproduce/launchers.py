@@ -41,7 +41,7 @@ class RowJob:
         self.root, self.scale, self.row, self.seed, self.extra = root, scale, row, seed, list(extra)
 
     def __call__(self):
-        from fullbatch.interruption import Stopped, signals_held
+        from fullbatch.run.interruption import Stopped, signals_held
 
         logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s")
         log.info(f"{self!r} started in process {os.getpid()}")

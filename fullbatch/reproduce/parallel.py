@@ -13,7 +13,7 @@ import sys
 import time
 
 from fullbatch.errors import ConfigError
-from fullbatch.interruption import SIGNALS
+from fullbatch.run.interruption import SIGNALS
 from fullbatch.visualization.runs import read_summary
 from fullbatch.reproduce.runner import ended, run_folder
 

@@ -14,7 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from fullbatch.files import atomic_write  # noqa: E402
+from fullbatch.files.atomic import atomic_write  # noqa: E402
 from fullbatch.reproduce.intervals import Interval, mean_interval, welch_difference  # noqa: E402
 from fullbatch.reproduce import wall_time  # noqa: E402
 from fullbatch.reproduce.runner import run_folder  # noqa: E402
@@ -290,7 +290,7 @@ def _series_colour(key):
 
 def landscape_figure(report_dir, root, scale, rows, device="auto", extra=()):
     """crunch_loss_landscape's 1-D landscape of every row's final model (seed 0); {label: flatness} or {}."""
-    from fullbatch.paths import compose_config
+    from fullbatch.config.paths import compose_config
     from fullbatch.visualization.crunch import crunch
     from fullbatch.visualization.flatness import flatness
 

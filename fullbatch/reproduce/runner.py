@@ -7,7 +7,7 @@ import os
 import shlex
 
 from fullbatch.errors import ConfigError
-from fullbatch.paths import compose_config
+from fullbatch.config.paths import compose_config
 from fullbatch.reproduce.scales import ROWS, SCALES, row_overrides
 from fullbatch.results import FINISHED
 from fullbatch.visualization.runs import read_summary

@@ -15,7 +15,7 @@ from typing import List, Optional, Tuple
 
 from omegaconf import OmegaConf
 
-from fullbatch.paths import compose_config
+from fullbatch.config.paths import compose_config
 
 NO_AUGMENTATION = "data.augmentations_train="
 

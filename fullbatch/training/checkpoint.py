@@ -18,9 +18,9 @@ import time
 
 import torch
 
-from fullbatch.files import atomic_write, read_regular
-from fullbatch.safe_loading import load_weights
-from fullbatch.walk import find_files
+from fullbatch.files.atomic import atomic_write, read_regular
+from fullbatch.files.safe_loading import load_weights
+from fullbatch.files.walk import find_files
 
 log = logging.getLogger("fullbatch")
 

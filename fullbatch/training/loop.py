@@ -2,7 +2,7 @@
 import logging
 import os
 
-from fullbatch.files import atomic_save
+from fullbatch.files.atomic import atomic_save
 from fullbatch.progress import Progress
 from fullbatch.training.checkpoint import CheckpointUnusable, find_checkpoints, load_checkpoint, save_checkpoint
 

@@ -20,8 +20,8 @@ from contextlib import nullcontext
 
 import torch
 
-from fullbatch.choices import RegularizerMethod, RegularizerPrecision
-from fullbatch.tf32 import tf32_in_effect, without_tf32
+from fullbatch.config.choices import RegularizerMethod, RegularizerPrecision
+from fullbatch.training.tf32 import tf32_in_effect, without_tf32
 
 ALIASES = {"finite_diff": "forward-differences"}
 METHODS = tuple(method.value for method in RegularizerMethod if method.value not in ALIASES)

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from fullbatch.choices import Optimizer, Scheduler
+from fullbatch.config.choices import Optimizer, Scheduler
 
 log = logging.getLogger("fullbatch")
 

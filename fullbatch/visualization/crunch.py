@@ -19,15 +19,15 @@ from omegaconf.errors import OmegaConfBaseException
 from fullbatch.data import load_device_dataset
 from fullbatch.models import build_model
 from fullbatch.models.registry import MODELS, RESNETS
-from fullbatch.runtime import configure_backend
+from fullbatch.run.runtime import configure_backend
 from fullbatch.errors import ConfigError
-from fullbatch.safe_loading import load_weights
-from fullbatch.validation import (finite_numbers, given_values, plain_file_name, seeds_in_range, validate_data,
+from fullbatch.files.safe_loading import load_weights
+from fullbatch.run.validation import (finite_numbers, given_values, plain_file_name, seeds_in_range, validate_data,
                                   validate_impl)
 from fullbatch.visualization.directions import NORMALIZATIONS, random_direction
 from fullbatch.visualization.landscape import evaluate_grid
-from fullbatch.config import DataConfig
-from fullbatch.outputs import write_json
+from fullbatch.config.schema import DataConfig
+from fullbatch.run.outputs import write_json
 from fullbatch.progress import Progress
 from fullbatch.visualization.flatness import flatness
 from fullbatch.visualization.plots import QUANTITIES, plot_saved

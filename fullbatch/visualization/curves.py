@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import LogFormatter  # noqa: E402
 
-from fullbatch.arguments import OneLineParser  # noqa: E402
+from fullbatch.cli import OneLineParser  # noqa: E402
 from fullbatch.visualization.runs import distinguishing_labels, joined_metrics, newest_of_chains  # noqa: E402
 
 

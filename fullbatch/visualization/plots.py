@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from fullbatch.errors import ConfigError  # noqa: E402
-from fullbatch.arguments import OneLineParser  # noqa: E402
+from fullbatch.cli import OneLineParser  # noqa: E402
 from fullbatch.visualization.curves import plain_log_axis, save_figure  # noqa: E402
 from fullbatch.visualization.flatness import flatness  # noqa: E402
 

@@ -7,8 +7,8 @@ import os
 
 import yaml
 
-from fullbatch.files import read_regular
-from fullbatch.outputs import compact_overrides
+from fullbatch.files.atomic import read_regular
+from fullbatch.run.outputs import compact_overrides
 
 log = logging.getLogger("fullbatch")
 _warned = set()

@@ -6,7 +6,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from fullbatch import outputs
+from fullbatch.run import outputs
 
 log = logging.getLogger("fullbatch")
 
@@ -37,7 +37,7 @@ def job_context():
 
 def _run_key(cfg, job):
     """The key its table row would have had had it run: a successful rerun replaces this row."""
-    from fullbatch.runtime import config_hash
+    from fullbatch.run.runtime import config_hash
 
     try:
         return f"{cfg.name}/{config_hash(cfg)}"

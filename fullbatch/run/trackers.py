@@ -14,7 +14,7 @@ import uuid
 from omegaconf import OmegaConf
 
 from fullbatch.errors import ConfigError
-from fullbatch.files import atomic_write, read_regular
+from fullbatch.files.atomic import atomic_write, read_regular
 
 STATE = "tracker.json"
 PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb")}  # name: (module, extra)

@@ -1,6 +1,6 @@
 """Start-up checks of the composed config: every failure is one line naming the key and what is allowed.
 
-Types and key names are already checked by Hydra against `fullbatch.config`; this covers ranges, choices and
+Types and key names are already checked by Hydra against `fullbatch.config.schema`; this covers ranges, choices and
 combinations, so a bad sweep entry fails in seconds instead of after an hour of training.
 """
 import math
@@ -8,10 +8,10 @@ import os
 
 from omegaconf import DictConfig, OmegaConf
 
-from fullbatch.choices import Database, Dataset, Dtype, LineSearch, Modification, Optimizer, Setup
+from fullbatch.config.choices import Database, Dataset, Dtype, LineSearch, Modification, Optimizer, Setup
 from fullbatch.data.augmentation import AUGMENTATIONS, augmentation_names
 from fullbatch.errors import ConfigError
-from fullbatch.files import unsafe_folder
+from fullbatch.files.atomic import unsafe_folder
 from fullbatch.models.registry import MODELS, RESNETS
 
 SYNTHETIC_MAX = 100_000
@@ -272,7 +272,7 @@ def validate_setup(setup):
 
 def validate(cfg: DictConfig):
     """Check the whole config; raise ConfigError on the first problem."""
-    from fullbatch.trackers import check_installed
+    from fullbatch.run.trackers import check_installed
 
     given_values(cfg)
     # the run name is a folder under outputs/ and the scope of resume=auto: '', '.' or '..' would widen it

@@ -7,7 +7,7 @@ import os
 import logging
 import subprocess
 
-from fullbatch.files import atomic_write, locked_file, read_regular
+from fullbatch.files.atomic import atomic_write, locked_file, read_regular
 
 log = logging.getLogger("fullbatch")
 

@@ -6,7 +6,7 @@ from functools import partial
 import torch
 from omegaconf import OmegaConf
 
-from fullbatch.choices import MemoryFormat
+from fullbatch.config.choices import MemoryFormat
 from fullbatch.errors import ConfigError
 
 

@@ -1,8 +1,8 @@
 """Typed schemas for the Hydra config, registered in the ConfigStore.
 
 The YAML files under `config/` hold the values; these dataclasses hold the types, so Hydra rejects a
-misspelt key, a wrong type or an unknown choice (the Enums of `fullbatch.choices`) while composing, before
-any work. Range and combination checks that a type cannot express live in `fullbatch.validation`.
+misspelt key, a wrong type or an unknown choice (the Enums of `fullbatch.config.choices`) while composing, before
+any work. Range and combination checks that a type cannot express live in `fullbatch.run.validation`.
 """
 import functools
 import os
@@ -13,7 +13,7 @@ from typing import Any, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-from fullbatch.choices import (AnalysisPreset, Backend, CompileMode, Database, Dataset, Downsample, Dtype,
+from fullbatch.config.choices import (AnalysisPreset, Backend, CompileMode, Database, Dataset, Downsample, Dtype,
                                LineSearch, MemoryFormat, Modification, OnDivergence, Optimizer, RegularizerMethod,
                                RegularizerPrecision, Scheduler, Setup, Subset, Tracker)
 

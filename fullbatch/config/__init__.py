@@ -1,0 +1,3 @@
+"""Configuration: the typed schema, every named choice, the named limits and how configs are composed.
+
+Imports only `fullbatch.errors`. Importing this package registers nothing; `import fullbatch.config.schema` does."""
