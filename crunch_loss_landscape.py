@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 
 import fullbatch.config.schema  # noqa: F401  (registers the schema; PyTorch is imported only once the config composes)
 from fullbatch.cli import check_arguments, hydra_full_error
-from fullbatch.errors import ConfigError, DatasetUnavailable
+from fullbatch.errors import ConfigError, DatasetUnavailable, ExitCode
 from fullbatch.run.folder import FolderSnapshot, undo_start_up
 from fullbatch.run.sweeps import job_context
 
@@ -22,7 +22,7 @@ BEFORE = None  # the run folder as it was before Hydra wrote into it (single run
 
 def fail(message):
     print(f"fullbatch: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(ExitCode.BAD_INPUT)
 
 
 @hydra.main(config_path="config", config_name="crunch", version_base="1.3")

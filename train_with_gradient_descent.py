@@ -18,11 +18,12 @@ import hydra  # noqa: E402
 
 import fullbatch.config.schema  # noqa: F401,E402  (registers the schema; PyTorch is imported once the config composes)
 from fullbatch.cli import check_arguments, hydra_full_error  # noqa: E402
-from fullbatch.errors import ConfigError, DatasetUnavailable  # noqa: E402
+from fullbatch.errors import ConfigError, DatasetUnavailable, ExitCode  # noqa: E402
 from fullbatch.run.folder import FolderSnapshot, undo_start_up  # noqa: E402
 from fullbatch.run.sweeps import FailedJobs, job_context  # noqa: E402
 
-EXIT_CRASHED, EXIT_CONFIG_ERROR, EXIT_DIVERGED, EXIT_PREEMPTED = 1, 2, 3, 4
+EXIT_CRASHED, EXIT_CONFIG_ERROR, EXIT_DIVERGED, EXIT_PREEMPTED = (ExitCode.FAILED, ExitCode.BAD_INPUT,
+                                                                   ExitCode.DIVERGED, ExitCode.STOPPED)
 FAILED = FailedJobs()
 BEFORE = None  # the run folder as it was before Hydra wrote into it (single runs)
 

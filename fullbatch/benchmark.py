@@ -25,13 +25,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from fullbatch.cli import OneLineParser, count_problem
+from fullbatch.config.limits import MAX_MODEL_WIDTH, SYNTHETIC_MAX
+from fullbatch.config.paths import compose_config
 from fullbatch.data.blocks import block_plan
 from fullbatch.errors import ConfigError
 from fullbatch.models.ghost_batchnorm import block_groups
-from fullbatch.config.paths import compose_config
 from fullbatch.progress import Progress
 from fullbatch.train import build_trainer
-from fullbatch.run.validation import SYNTHETIC_MAX
 from fullbatch.training.full_batch import merge_blocks
 
 SPREAD_LIMIT = 0.10
@@ -154,7 +154,7 @@ def format_table(rows):
 
 
 MAX_IMAGES = SYNTHETIC_MAX  # the synthetic set is drawn in memory (about 25 kB per image while it is drawn)
-COUNTS = (("steps", 1, None), ("images", 1, MAX_IMAGES), ("test_images", 1, MAX_IMAGES), ("width", 1, 4096),
+COUNTS = (("steps", 1, None), ("images", 1, MAX_IMAGES), ("test_images", 1, MAX_IMAGES), ("width", 1, MAX_MODEL_WIDTH),
           ("warmup", 0, None))  # (argument, least value, largest value or None)
 
 
@@ -210,7 +210,7 @@ def parse_args(argv=None):
     parser.add_argument("--images", type=int, default=50_000, help=f"training images (1 to {MAX_IMAGES})")
     parser.add_argument("--test-images", type=int, default=10_000, help=f"validation images (1 to {MAX_IMAGES})")
     parser.add_argument("--model", default="resnet18", help="a model config of config/model/")
-    parser.add_argument("--width", type=int, default=64, help="model width (1 to 4096)")
+    parser.add_argument("--width", type=int, default=64, help=f"model width (1 to {MAX_MODEL_WIDTH})")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (>= 0)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps (>= 1)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")

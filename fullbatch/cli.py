@@ -12,6 +12,7 @@ import re
 import sys
 
 from fullbatch.config.paths import compose_config, config_dir
+from fullbatch.errors import first_line
 from fullbatch.files.atomic import overlong_part, unsafe_folder, unwritable
 
 
@@ -56,9 +57,9 @@ def one_line(error, config_name="train"):
     for an unknown key the keys it probably meant."""
     text = str(error)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    message = lines[0] if lines else type(error).__name__
+    message = first_line(text) or type(error).__name__
     if error.__cause__ is not None and str(error.__cause__).strip():
-        message = f"{message.rstrip('.')}: {str(error.__cause__).strip().splitlines()[0]}"
+        message = f"{message.rstrip('.')}: {first_line(error.__cause__)}"
     if "Available options in" in text:
         start = next(i for i, line in enumerate(lines) if line.startswith("Available options in"))
         options = [line for line in lines[start + 1:] if not line.startswith("Config search path")]

@@ -10,15 +10,15 @@ enter the statistics, the others are counted. Dry runs are left out unless --dry
 warning naming the file; when nothing readable is left, that is the one-line error (exit 2).
 """
 import glob
-import json
 import math
 import os
 import statistics
 import sys
 
 from fullbatch.cli import OneLineParser
-from fullbatch.run.outputs import read_table, table_row
+from fullbatch.files.run_json import read_json_object
 from fullbatch.files.walk import find_files
+from fullbatch.run.outputs import read_table, table_row
 
 METRICS = ("final_val_acc", "best_val_acc")
 FINISHED = ("finished", "stopped_at_full_training_accuracy")
@@ -29,19 +29,7 @@ def summary_row(path):
     """The table row of the run whose summary.json is `path` (all values as text, like a table's), or None for
     a summary that records no result (a failed sweep job has no config; a preempted run goes on). A damaged
     file raises a ValueError whose message names it and says what is wrong."""
-    if os.path.exists(path) and not os.path.isfile(path):  # a pipe: open() would wait for ever
-        raise ValueError(f"{path} is not a regular file")
-    try:
-        with open(path) as handle:
-            summary = json.load(handle)
-    except OSError as error:
-        raise ValueError(f"{path} cannot be read ({error.strerror or error})") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path} is not text (a binary file?)") from None
-    except (ValueError, RecursionError) as error:  # RecursionError: brackets nested thousands deep
-        raise ValueError(f"{path} is not valid JSON ({error})") from None
-    if not isinstance(summary, dict):
-        raise ValueError(f"{path} holds a JSON {type(summary).__name__}, not a run summary (an object)")
+    summary = read_json_object(path)
     if "config" not in summary or summary.get("status") == "preempted":
         return None
     try:

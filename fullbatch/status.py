@@ -12,6 +12,7 @@ import os
 import sys
 
 from fullbatch.cli import OneLineParser
+from fullbatch.files.run_json import read_json_object
 from fullbatch.files.walk import find_folders
 
 EXIT_CODES = dict(finished=0, stopped_at_full_training_accuracy=0, diverged=3, preempted=4, unfinished=4)
@@ -34,15 +35,7 @@ def newest_run(folder):
 
 def read_status(path):
     """The status recorded in the summary.json at `path`; raises ValueError naming what is wrong with it."""
-    if not os.path.isfile(path):  # a pipe would make open() wait for ever
-        raise ValueError(f"{path} is not a regular file")
-    try:
-        with open(path) as handle:
-            summary = json.load(handle)
-    except (OSError, ValueError, RecursionError) as error:
-        raise ValueError(f"{path} cannot be read as JSON ({error})") from None
-    if not isinstance(summary, dict):
-        raise ValueError(f"{path} holds a JSON {type(summary).__name__}, not a run summary (an object)")
+    summary = read_json_object(path)
     status = summary.get("status", "unfinished")
     if not isinstance(status, str):
         raise ValueError(f"{path} records a status that is not a word: {json.dumps(status)[:60]}")

@@ -7,21 +7,21 @@ import time
 import torch
 from omegaconf import OmegaConf
 
-from fullbatch.run import outputs
 from fullbatch.analysis.hook import TrainingAnalysis
 from fullbatch.data import load_device_dataset
-from fullbatch.run.interruption import StopRequest, Stopped
+from fullbatch.errors import ConfigError
+from fullbatch.files.atomic import atomic_save, unwritable
 from fullbatch.models import build_model
 from fullbatch.models.ghost_batchnorm import supports_block_groups
+from fullbatch.run import outputs
+from fullbatch.run.interruption import Stopped, StopRequest
 from fullbatch.run.resume import restore, resume_mode
 from fullbatch.run.runtime import autocast_factory, config_hash, configure_backend, memory_format, resolve_device
 from fullbatch.run.trackers import open_tracker
+from fullbatch.run.validation import validate
 from fullbatch.training.distributed import Communicator
 from fullbatch.training.loop import train_loop
 from fullbatch.training.trainer import Trainer
-from fullbatch.errors import ConfigError
-from fullbatch.files.atomic import atomic_save, unwritable
-from fullbatch.run.validation import validate
 
 log = logging.getLogger("fullbatch")
 

@@ -168,8 +168,8 @@ BAD_RUN_FILES = [
     ([_write(".hydra/config.yaml", _with("data", "name", "MNIST"))], "the data section of its run config"),
     ([_write(".hydra/overrides.yaml", b"[unclosed")], "overrides.yaml is not valid YAML"),
     ([_write(".hydra/overrides.yaml", [1, 2])], "overrides.yaml is not a list of overrides"),
-    ([_write("summary.json", b"{not json")], "summary.json cannot be read (JSONDecodeError"),
-    ([_write("summary.json", ["a", "list"])], "summary.json holds a list, not a JSON object"),
+    ([_write("summary.json", b"{not json")], "summary.json is not valid JSON (JSONDecodeError"),
+    ([_write("summary.json", ["a", "list"])], "summary.json holds a JSON list, not an object"),
     ([lambda folder: os.mkfifo(folder / "summary.json")], "summary.json is not a regular file"),  # no endless wait
     ([_no_hydra_folder, _write("summary.json", {"config": "text"})], "summary.json (its config) holds a str"),
     ([_no_hydra_folder, _write("summary.json", {"config": _without("model", "width")})],

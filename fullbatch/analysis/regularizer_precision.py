@@ -16,10 +16,10 @@ import warnings
 
 import torch
 
+from fullbatch.config.paths import compose_config
 from fullbatch.data.cifar import load_cifar
 from fullbatch.data.synthetic import make_synthetic
 from fullbatch.models.registry import build_model
-from fullbatch.config.paths import compose_config
 from fullbatch.training.regularizer import GradRegularizer
 
 BLOCK_STRENGTH = 0.5  # the paper's, so v = 0.5 g

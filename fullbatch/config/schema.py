@@ -14,8 +14,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from fullbatch.config.choices import (AnalysisPreset, Backend, CompileMode, Database, Dataset, Downsample, Dtype,
-                               LineSearch, MemoryFormat, Modification, OnDivergence, Optimizer, RegularizerMethod,
-                               RegularizerPrecision, Scheduler, Setup, Subset, Tracker)
+                                      LineSearch, MemoryFormat, Modification, OnDivergence, Optimizer,
+                                      RegularizerMethod, RegularizerPrecision, Scheduler, Setup, Subset, Tracker)
 
 
 @dataclass

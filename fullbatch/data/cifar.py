@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from fullbatch.errors import DatasetUnavailable
+from fullbatch.errors import DatasetUnavailable, first_line
 from fullbatch.files.safe_loading import load_data_pickle
 
 CIFAR = {
@@ -53,7 +53,7 @@ def _read_batches(folder, files, label_key):
             images.append(rows.reshape(len(rows), 3, 32, 32))
             labels.append(np.asarray(entry[label_key], dtype=np.int64))
         except Exception as error:  # a damaged or forged file fails in many ways; all mean the same to the user
-            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            reason = first_line(error, 200) or type(error).__name__
             raise DatasetUnavailable(f"cannot read {path}: {reason}; delete it to download again") from None
     return np.concatenate(images), np.concatenate(labels)
 

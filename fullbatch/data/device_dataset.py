@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import torch
 
 from fullbatch.config.choices import Database, Dataset
-from fullbatch.data.augmentation import augmentation_names, augment, step_generator
+from fullbatch.data.augmentation import augment, augmentation_names, step_generator
 from fullbatch.data.cifar import load_cifar
-from fullbatch.data.subsets import take_subset
 from fullbatch.data.lmdb_database import database_path, ensure_database, read_database, recipe
+from fullbatch.data.subsets import take_subset
 from fullbatch.data.synthetic import make_synthetic
 from fullbatch.data.tiny_imagenet import load_tiny_imagenet
 from fullbatch.errors import DatasetUnavailable

@@ -23,7 +23,7 @@ import torch
 
 from fullbatch.data.augmentation import augment, step_generator
 from fullbatch.errors import ConfigError, DatasetUnavailable
-from fullbatch.files.atomic import atomic_write, locked_file
+from fullbatch.files.atomic import atomic_write, locked_file, temporary_name
 from fullbatch.progress import Progress
 
 log = logging.getLogger("fullbatch")
@@ -110,7 +110,7 @@ def ensure_database(folder, build_recipe, images, labels, map_size=None):
             return path
         for stale in glob.glob(glob.escape(path) + ".tmp-*"):  # left by a builder that was killed
             os.remove(stale)
-        temporary = f"{path}.tmp-{os.getpid()}"
+        temporary = temporary_name(path)
         started = time.time()
         log.info(f"Building {path} ({build_recipe['rounds']} x {len(labels)} images)")
         try:

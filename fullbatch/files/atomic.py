@@ -11,15 +11,24 @@ import stat
 from contextlib import contextmanager
 
 
-def atomic_write(path, write, mode="wb", tag=""):
-    """Call `write(handle)` on a temporary file, fsync it and rename it to `path`. The temporary name carries
-    `tag` (a run's lineage), so that clean-up can tell its own leftovers from anyone else's."""
-    temporary = f"{path}.tmp-{tag}-{os.getpid()}" if tag else f"{path}.tmp-{os.getpid()}"
+def temporary_name(path, tag=""):
+    """Where `path` is written before its rename: named after the target, `tag` (a run's lineage) and this
+    process, so that clean-up can tell its own leftovers from anyone else's."""
+    return f"{path}.tmp-{tag}-{os.getpid()}" if tag else f"{path}.tmp-{os.getpid()}"
+
+
+def atomic_write(path, write, mode="wb", tag="", before_rename=None):
+    """Call `write(handle)` on the temporary file of `path`, fsync it and rename it to `path`. `before_rename`,
+    if given, is called with the temporary file's name once it is complete on disk (a checkpoint's marker is
+    written then, so the checkpoint never appears without one)."""
+    temporary = temporary_name(path, tag)
     try:
         with open(temporary, mode) as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        if before_rename is not None:
+            before_rename(temporary)
         os.replace(temporary, path)
     except BaseException:
         if os.path.isfile(temporary):
@@ -88,6 +97,14 @@ def overlong_part(folder):
     return None
 
 
+class UnsafeFile(OSError):
+    """A file that is not a small regular file; `reason` says which it is ("is not a regular file", ...)."""
+
+    def __init__(self, path, reason):
+        super().__init__(f"{path} {reason}")
+        self.reason = reason
+
+
 def read_regular(path, limit=64 << 20):
     """The text of the small regular file at `path`. A pipe, a device (a link to /dev/zero) or a file larger than
     `limit` raises OSError instead of blocking or reading without end: markers, summaries and run configs are
@@ -95,12 +112,12 @@ def read_regular(path, limit=64 << 20):
     handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
         if not stat.S_ISREG(os.fstat(handle).st_mode):
-            raise OSError(f"{path} is not a regular file")
+            raise UnsafeFile(path, "is not a regular file")
         content = os.read(handle, limit + 1)
         while len(content) <= limit and (chunk := os.read(handle, limit + 1 - len(content))):
             content += chunk
     finally:
         os.close(handle)
     if len(content) > limit:
-        raise OSError(f"{path} is larger than {limit >> 20} MiB")
+        raise UnsafeFile(path, f"is larger than {limit >> 20} MiB" if limit >= 1 << 20 else f"is larger than {limit} bytes")
     return content.decode()

@@ -14,7 +14,6 @@ from torch import nn
 from fullbatch.config.choices import Downsample
 from fullbatch.models.ghost_batchnorm import BlockBatchNorm2d
 
-
 DOWNSAMPLE_TYPES = tuple(choice.value for choice in Downsample)
 
 

@@ -13,8 +13,8 @@ import sys
 import time
 
 from fullbatch.cli import count_problem
-from fullbatch.errors import ConfigError, DatasetUnavailable
-from fullbatch.run.interruption import Stopped, signals_held, stop_at_once_on_signals
+from fullbatch.errors import ConfigError, DatasetUnavailable, ExitCode, Stopped, last_line, report
+from fullbatch.run.interruption import signals_held, stop_at_once_on_signals
 
 ALLOWED_OVERRIDES = ("data.path=", "data.db.path=", "impl.")
 CPU_WIDTH = 16  # --list measures a step on a CPU only up to this model width
@@ -65,8 +65,8 @@ def argument_problem(args, rows):
 
 
 def parse(argv):
-    from fullbatch.reproduce.scales import ROWS, SCALES
     from fullbatch.cli import OneLineParser
+    from fullbatch.reproduce.scales import ROWS, SCALES
 
     parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", required=True, choices=sorted(SCALES))
@@ -147,7 +147,7 @@ def job_results(jobs):
         try:
             status = job.result()
         except Exception as error:  # submitit re-raises the job's error, whatever its type
-            log.error(f"job {job.job_id} failed: {(str(error).strip().splitlines() or [repr(error)])[-1]}")
+            log.error(f"job {job.job_id} failed: {last_line(error) or repr(error)}")
             good = False
             continue
         if status == "preempted":
@@ -243,11 +243,11 @@ def submit_to_slurm(args, root, scale, rows, seeds):
     from fullbatch.reproduce.launchers import slurm_options, submit_slurm
 
     jobs = submit_slurm(root, scale, rows, seeds, slurm_options(args), extra=args.overrides)
-    report = shlex.join(["python", "-m", "fullbatch.reproduce", "--scale", scale.name, "--report-only",
+    then = shlex.join(["python", "-m", "fullbatch.reproduce", "--scale", scale.name, "--report-only",
                          "--root", args.root, *(["--rows", args.rows] if args.rows else []),
                          *(["--seeds", str(seeds)] if args.seeds else []), *args.overrides])
-    print(f"fullbatch: submitted {len(jobs)} job(s); when they have ended: {report}")
-    return 0
+    print(f"fullbatch: submitted {len(jobs)} job(s); when they have ended: {then}")
+    return ExitCode.DONE
 
 
 def main(argv=None):
@@ -257,33 +257,27 @@ def main(argv=None):
     try:
         args, scale, rows, seeds = parse(argv)
         with signals_held():  # NumPy's and PyTorch's imports: a signal is delivered when they have finished
-            from fullbatch.reproduce.report import write_report
             import fullbatch.train  # noqa: F401  (imported here, inside the hold, rather than by the first row)
+            from fullbatch.reproduce.report import write_report
         check_arguments(args, scale, rows)
         if args.list:
             list_rows(args, scale, rows, seeds)
-            return 0
+            return ExitCode.DONE
         root = os.path.abspath(args.root)
         if args.launcher == "slurm" and not args.report_only:
             check_launch(args)
             return submit_to_slurm(args, root, scale, rows, seeds)
         outcome = "done" if args.report_only else timed(args, root, scale, rows, seeds)
         if outcome == "preempted":
-            print("fullbatch: stopped by a signal; run the same command again to continue", file=sys.stderr)
-            return 4
+            return report("stopped by a signal; run the same command again to continue", ExitCode.STOPPED)
         if outcome == "failed":
-            print("fullbatch: a job failed (see the log above); run the same command again after fixing it",
-                  file=sys.stderr)
-            return 1
+            return report("a job failed (see the log above); run the same command again after fixing it",
+                          ExitCode.FAILED)
         write_report(os.path.abspath(args.root), scale, rows, seeds, command.replace(" --report-only", ""),
                      device=args.device, landscapes=not args.no_landscapes, extra=args.overrides)
-    except (ConfigError, DatasetUnavailable) as error:
-        print(f"fullbatch: {error}", file=sys.stderr)
-        return 2
-    except Stopped as stop:
-        print(f"fullbatch: {stop}", file=sys.stderr)
-        return 4
-    return 0
+    except (ConfigError, DatasetUnavailable, Stopped) as error:
+        return report(error)
+    return ExitCode.DONE
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ import json
 import logging
 import sys
 
-from fullbatch.run.interruption import Stopped, signals_held, stop_at_once_on_signals
+from fullbatch.errors import ConfigError, DatasetUnavailable, ExitCode, Stopped, report
+from fullbatch.run.interruption import signals_held, stop_at_once_on_signals
 
 FIELDS = dict(root=str, scale=str, row=str, seed=int, extra=list)
 KINDS = {str: "a string", int: "an integer", list: "a list"}
@@ -45,22 +46,15 @@ def main(argv=None):
     try:
         problem = job_problem(arguments)
         if problem:
-            print(f"fullbatch: {problem}", file=sys.stderr)
-            return 2
+            return report(problem, ExitCode.BAD_INPUT)
         job = json.loads(arguments[0])
         with signals_held():  # PyTorch's import: a signal is delivered when it has finished
-            from fullbatch.errors import ConfigError, DatasetUnavailable
-            from fullbatch.reproduce.runner import run_job
             import fullbatch.train  # noqa: F401
-        try:
-            summary = run_job(job["root"], job["scale"], job["row"], job["seed"], job["extra"])
-        except (ConfigError, DatasetUnavailable) as error:
-            print(f"fullbatch: {error}", file=sys.stderr)
-            return 2
-    except Stopped as stop:
-        print(f"fullbatch: {stop}", file=sys.stderr)
-        return 4
-    return 4 if summary["status"] == "preempted" else 0
+            from fullbatch.reproduce.runner import run_job
+        summary = run_job(job["root"], job["scale"], job["row"], job["seed"], job["extra"])
+    except (ConfigError, DatasetUnavailable, Stopped) as error:
+        return report(error)
+    return ExitCode.STOPPED if summary["status"] == "preempted" else ExitCode.DONE
 
 
 if __name__ == "__main__":

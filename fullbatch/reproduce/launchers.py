@@ -16,7 +16,7 @@ import time
 
 import yaml
 
-from fullbatch.errors import ConfigError
+from fullbatch.errors import ConfigError, last_line
 from fullbatch.reproduce.runner import pending_jobs, run_job
 
 log = logging.getLogger("fullbatch")
@@ -128,7 +128,7 @@ def submit_slurm(root, scale, rows, seeds, options, extra=()):
         with executor.batch():
             submitted = [executor.submit(RowJob(root, scale.name, row.name, seed, extra)) for row, seed in todo]
     except Exception as error:  # sbatch missing or refusing: its own words, in one line
-        raise ConfigError(f"SLURM refused the jobs: {str(error).strip().splitlines()[-1] if str(error).strip() else error!r}") from None
+        raise ConfigError(f"SLURM refused the jobs: {last_line(error) or repr(error)}") from None
     for job, (row, seed) in zip(submitted, todo):
         log.info(f"{row.name} seed {seed}: SLURM job {job.job_id}")
     return submitted

@@ -12,10 +12,11 @@ import subprocess
 import sys
 import time
 
+from fullbatch.config.limits import DEVICE_NAMES, is_device_name
 from fullbatch.errors import ConfigError
+from fullbatch.reproduce.runner import ended, run_folder
 from fullbatch.run.interruption import SIGNALS
 from fullbatch.visualization.runs import read_summary
-from fullbatch.reproduce.runner import ended, run_folder
 
 log = logging.getLogger("fullbatch")
 STATUS = {0: "ended", 2: "configuration or data error", 4: "stopped by a signal"}
@@ -23,9 +24,7 @@ STATUS = {0: "ended", 2: "configuration or data error", 4: "stopped by a signal"
 
 def device_problem(device):
     """Why `device` is not a device name a run accepts (auto, cpu, cuda, cuda:N), or None."""
-    if device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()):
-        return None
-    return f"--device={device} is not allowed: expected auto, cpu, cuda or cuda:N"
+    return None if is_device_name(device) else f"--device={device} is not allowed: expected {DEVICE_NAMES}"
 
 
 def check_device(device):

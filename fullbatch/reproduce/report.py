@@ -15,8 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from fullbatch.files.atomic import atomic_write  # noqa: E402
-from fullbatch.reproduce.intervals import Interval, mean_interval, welch_difference  # noqa: E402
 from fullbatch.reproduce import wall_time  # noqa: E402
+from fullbatch.reproduce.intervals import Interval, mean_interval, welch_difference  # noqa: E402
 from fullbatch.reproduce.runner import run_folder  # noqa: E402
 from fullbatch.visualization.curves import plain_log_axis, save_figure  # noqa: E402
 from fullbatch.visualization.runs import joined_metrics, read_summary, warn_once  # noqa: E402

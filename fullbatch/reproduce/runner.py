@@ -6,8 +6,8 @@ import logging
 import os
 import shlex
 
-from fullbatch.errors import ConfigError
 from fullbatch.config.paths import compose_config
+from fullbatch.errors import ConfigError
 from fullbatch.reproduce.scales import ROWS, SCALES, row_overrides
 from fullbatch.results import FINISHED
 from fullbatch.visualization.runs import read_summary

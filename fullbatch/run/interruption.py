@@ -14,13 +14,10 @@ import contextlib
 import signal
 import time
 
+from fullbatch.errors import Stopped
+
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
 SAME_STOP_SECONDS = 2.0  # a repeat of the first signal within this time is the same stop, not a second one
-
-
-class Stopped(BaseException):
-    """A stop signal that cannot wait for the end of a step. A BaseException, so that no `except Exception`
-    on the way (Hydra's job runner, data loaders) swallows it."""
 
 
 def _stop_now(signum, frame):

@@ -2,12 +2,13 @@
 import csv
 import functools
 import json
+import logging
 import math
 import os
-import logging
 import subprocess
 
-from fullbatch.files.atomic import atomic_write, locked_file, read_regular
+from fullbatch.files.atomic import atomic_write, locked_file
+from fullbatch.files.run_json import DamagedRunFile, read_json_object
 
 log = logging.getLogger("fullbatch")
 
@@ -89,10 +90,10 @@ def refill_measured(summary, resume_path):
     folder. Unchanged when that summary is missing, damaged, or of another config or step."""
     producer = os.path.dirname(os.path.dirname(resume_path))
     try:
-        earlier = json.loads(read_regular(os.path.join(producer, "summary.json")))
-    except (OSError, ValueError, RecursionError):
+        earlier = read_json_object(os.path.join(producer, "summary.json"))
+    except DamagedRunFile:
         return summary
-    if not isinstance(earlier, dict) or (earlier.get("config_hash"), earlier.get("steps")) != (
+    if (earlier.get("config_hash"), earlier.get("steps")) != (
             summary.get("config_hash"), summary.get("steps")):
         return summary
     refilled = dict(summary, reported_in=summary["output_dir"])

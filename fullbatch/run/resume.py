@@ -10,8 +10,8 @@ that branches off, so it never prunes the checkpoints of the run it started from
 import logging
 import os
 
-from fullbatch.training.checkpoint import CheckpointUnusable, checkpoint_candidates, load_checkpoint
 from fullbatch.errors import ConfigError
+from fullbatch.training.checkpoint import CheckpointUnusable, checkpoint_candidates, load_checkpoint
 
 log = logging.getLogger("fullbatch")
 

@@ -14,7 +14,8 @@ import uuid
 from omegaconf import OmegaConf
 
 from fullbatch.errors import ConfigError
-from fullbatch.files.atomic import atomic_write, read_regular
+from fullbatch.files.atomic import atomic_write
+from fullbatch.files.run_json import DamagedRunFile, read_json_object
 
 STATE = "tracker.json"
 PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb")}  # name: (module, extra)
@@ -38,10 +39,8 @@ def _earlier_state(resume_path):
     if not resume_path:
         return {}
     try:
-        state = json.loads(read_regular(os.path.join(os.path.dirname(os.path.dirname(resume_path)), STATE)))
-    except (OSError, ValueError, RecursionError):
-        return {}
-    if not isinstance(state, dict):
+        state = read_json_object(os.path.join(os.path.dirname(os.path.dirname(resume_path)), STATE))
+    except DamagedRunFile:
         return {}
     return {key: value for key, value in state.items() if isinstance(value, str) and value}  # a damaged id: a new one
 

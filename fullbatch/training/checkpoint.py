@@ -18,7 +18,9 @@ import time
 
 import torch
 
-from fullbatch.files.atomic import atomic_write, read_regular
+from fullbatch.errors import first_line
+from fullbatch.files.atomic import atomic_write
+from fullbatch.files.run_json import DamagedRunFile, read_json_object
 from fullbatch.files.safe_loading import load_weights
 from fullbatch.files.walk import find_files
 
@@ -48,16 +50,16 @@ def save_checkpoint(state, folder, step, config_hash, keep, search_dir=None, lin
     Returns the path, or None when the save failed (full disk, unwritable folder): the error is logged, the
     earlier checkpoints stay untouched and training goes on."""
     path = os.path.join(folder, f"step-{step:07d}.pt")
-    temporary = f"{path}.tmp-{lineage}-{os.getpid()}" if lineage else f"{path}.tmp-{os.getpid()}"
-    try:
-        os.makedirs(folder, exist_ok=True)
-        _write_synced(temporary, state)
+
+    def write_marker(temporary):  # describes the complete file, and is in place before the file is
         marker = dict(step=step, config_hash=config_hash, lineage=lineage, file=os.path.basename(path),
                       bytes=os.path.getsize(temporary), sha256=_sha256(temporary))
         atomic_write(path[:-3] + ".json", lambda handle: handle.write(json.dumps(marker).encode()), tag=lineage)
-        os.replace(temporary, path)
+
+    try:
+        os.makedirs(folder, exist_ok=True)
+        atomic_write(path, lambda handle: torch.save(state, handle), tag=lineage, before_rename=write_marker)
     except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
-        _remove(temporary)
         log.error(f"Could not write checkpoint {path} ({error}); earlier checkpoints are kept, training goes on")
         return None
     folders = [os.path.dirname(folder)] + ([search_dir] if search_dir else [])
@@ -68,17 +70,6 @@ def save_checkpoint(state, folder, step, config_hash, keep, search_dir=None, lin
             _remove(old, old[:-3] + ".json")
     remove_stale_files(folders, lineage)
     return path
-
-
-def _write_synced(path, state):
-    try:
-        with open(path, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        _remove(path)
-        raise
 
 
 def _remove(*paths):
@@ -124,10 +115,8 @@ def read_marker(checkpoint_path):
     """The checkpoint's marker as a dict with every field of the right type, or None if it is missing or damaged
     (a flipped bit in a key, a truncated file, a list instead of an object: all mean "do not trust it")."""
     try:
-        marker = json.loads(read_regular(checkpoint_path[:-3] + ".json", limit=1 << 16))
-    except (OSError, ValueError, RecursionError):  # a pipe or a huge file is refused, not waited on
-        return None
-    if not isinstance(marker, dict):
+        marker = read_json_object(checkpoint_path[:-3] + ".json", limit=1 << 16)
+    except DamagedRunFile:  # a pipe or a huge file is refused, not waited on
         return None
     for key, kind in MARKER_FIELDS.items():
         if not isinstance(marker.get(key), kind) or isinstance(marker.get(key), bool):
@@ -176,5 +165,4 @@ def load_checkpoint(path, device):
     try:
         return load_weights(path, device)
     except Exception as error:  # unpickling errors have many types; weights_only refuses anything but data
-        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
-        raise CheckpointUnusable(f"{path} cannot be read ({type(error).__name__}: {first})") from None
+        raise CheckpointUnusable(f"{path} cannot be read ({type(error).__name__}: {first_line(error, 200)})") from None

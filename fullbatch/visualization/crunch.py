@@ -3,7 +3,6 @@
 Everything crunch reads comes from the user (the command line) or from run folders that may be damaged or
 were sent by someone else, so each is checked before any work starts and each problem is one ConfigError
 naming the key or file and what is allowed; checkpoints are read without running code from them."""
-import json
 import logging
 import math
 import os
@@ -16,64 +15,59 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from fullbatch.config.limits import MAX_MODEL_WIDTH, SEED_LIMIT, SEED_RANGE
+from fullbatch.config.schema import DataConfig
 from fullbatch.data import load_device_dataset
+from fullbatch.errors import ConfigError, first_line, refusal, require
+from fullbatch.files.run_json import DamagedRunFile, read_json_object
+from fullbatch.files.safe_loading import load_weights
 from fullbatch.models import build_model
 from fullbatch.models.registry import MODELS, RESNETS
-from fullbatch.run.runtime import configure_backend
-from fullbatch.errors import ConfigError
-from fullbatch.files.safe_loading import load_weights
-from fullbatch.run.validation import (finite_numbers, given_values, plain_file_name, seeds_in_range, validate_data,
-                                  validate_impl)
-from fullbatch.visualization.directions import NORMALIZATIONS, random_direction
-from fullbatch.visualization.landscape import evaluate_grid
-from fullbatch.config.schema import DataConfig
-from fullbatch.run.outputs import write_json
 from fullbatch.progress import Progress
+from fullbatch.run.outputs import write_json
+from fullbatch.run.runtime import configure_backend
+from fullbatch.run.validation import (finite_numbers, given_values, plain_file_name, seeds_in_range, validate_data,
+                                      validate_impl)
+from fullbatch.visualization.directions import NORMALIZATIONS, random_direction
 from fullbatch.visualization.flatness import flatness
+from fullbatch.visualization.landscape import evaluate_grid
 from fullbatch.visualization.plots import QUANTITIES, plot_saved
 from fullbatch.visualization.runs import distinguishing_labels
 
 log = logging.getLogger("fullbatch")
 
 MAX_RESOLUTION = 1001  # points per axis; a 2-D grid evaluates the data resolution**2 times
-MAX_WIDTH = 4096  # as training allows
-SEEDS = 2**32  # torch and NumPy seeds
-
-
-def _require(condition, key, allowed, value):
-    if not condition:
-        raise ConfigError(f"{key}={value!r} is not allowed: expected {allowed}")
 
 
 def validate_viz(viz):
     """Ranges of the landscape settings: an infinite extent gives an all-NaN landscape, no examples a division
     by zero, a flatness radius outside the grid a number read off its edge."""
-    _require(viz.name in ("none", "1d", "2d"), "viz", "none, 1d or 2d", viz.name)
+    require(viz.name in ("none", "1d", "2d"), "viz", "none, 1d or 2d", viz.name)
     axes = ("x", "y") if viz.name == "2d" else ("x",)
     for key in ("xmin", "xmax", "ymin", "ymax"):
-        _require(math.isfinite(viz[key]), f"viz.{key}", "a finite number", viz[key])
+        require(math.isfinite(viz[key]), f"viz.{key}", "a finite number", viz[key])
     for axis in axes:
         low, high = viz[f"{axis}min"], viz[f"{axis}max"]
-        _require(low < high, f"viz.{axis}min/{axis}max", f"{axis}min < {axis}max", (low, high))
-    _require(2 <= viz.resolution <= MAX_RESOLUTION, "viz.resolution", f"an integer in [2, {MAX_RESOLUTION}]",
-             viz.resolution)
+        require(low < high, f"viz.{axis}min/{axis}max", f"{axis}min < {axis}max", (low, high))
+    require(2 <= viz.resolution <= MAX_RESOLUTION, "viz.resolution", f"an integer in [2, {MAX_RESOLUTION}]",
+            viz.resolution)
     for key in ("train_examples", "val_examples"):
-        _require(viz[key] is None or viz[key] >= 1, f"viz.{key}", "empty (all) or an integer >= 1", viz[key])
-    _require(0 <= viz.seed < SEEDS, "viz.seed", "an integer in [0, 2**32)", viz.seed)
-    _require(viz.normalization in NORMALIZATIONS, "viz.normalization", f"one of {NORMALIZATIONS}", viz.normalization)
-    _require(viz.bn_mode in ("batch", "running"), "viz.bn_mode", "batch or running", viz.bn_mode)
+        require(viz[key] is None or viz[key] >= 1, f"viz.{key}", "empty (all) or an integer >= 1", viz[key])
+    require(0 <= viz.seed < SEED_LIMIT, "viz.seed", SEED_RANGE, viz.seed)
+    require(viz.normalization in NORMALIZATIONS, "viz.normalization", f"one of {NORMALIZATIONS}", viz.normalization)
+    require(viz.bn_mode in ("batch", "running"), "viz.bn_mode", "batch or running", viz.bn_mode)
     radius = viz.flatness_radius
-    _require(math.isfinite(radius) and radius > 0, "viz.flatness_radius", "a finite number > 0", radius)
+    require(math.isfinite(radius) and radius > 0, "viz.flatness_radius", "a finite number > 0", radius)
     for axis in axes:
         low, high = viz[f"{axis}min"], viz[f"{axis}max"]
-        _require(low <= -radius and radius <= high, "viz.flatness_radius",
-                 f"a number > 0 whose -radius and +radius lie in viz.{axis}min..{axis}max = [{low}, {high}]", radius)
+        require(low <= -radius and radius <= high, "viz.flatness_radius",
+                f"a number > 0 whose -radius and +radius lie in viz.{axis}min..{axis}max = [{low}, {high}]", radius)
 
 
 def validate_crunch(cfg):
     """Everything of the crunch config that can be checked before a file is read."""
     validate_viz(cfg.viz)
-    _require(0 <= cfg.seed < SEEDS, "seed", "an integer in [0, 2**32)", cfg.seed)
+    require(0 <= cfg.seed < SEED_LIMIT, "seed", SEED_RANGE, cfg.seed)
     plain_file_name(cfg.name, "name", "run name", "folder")
     validate_impl(cfg.impl)
     given_values(cfg)
@@ -82,11 +76,11 @@ def validate_crunch(cfg):
     paths = _checkpoint_paths(cfg)
     files = [os.path.abspath(path) for path in paths]
     repeated = sorted({path for path, file in zip(paths, files) if files.count(file) > 1})
-    _require(not repeated, "checkpoints", "each checkpoint once", repeated)
-    _require(not cfg.labels or len(cfg.labels) == len(paths), "labels",
-             f"one label per checkpoint ({len(paths)})", list(cfg.labels))
-    _require(len(set(cfg.labels)) == len(cfg.labels), "labels", "distinct names (flatness.json is keyed by them)",
-             list(cfg.labels))
+    require(not repeated, "checkpoints", "each checkpoint once", repeated)
+    require(not cfg.labels or len(cfg.labels) == len(paths), "labels",
+            f"one label per checkpoint ({len(paths)})", list(cfg.labels))
+    require(len(set(cfg.labels)) == len(cfg.labels), "labels", "distinct names (flatness.json is keyed by them)",
+            list(cfg.labels))
 
 
 def _checkpoint_paths(cfg):
@@ -97,12 +91,7 @@ def _checkpoint_paths(cfg):
 
 
 def _refuse(checkpoint, problem):
-    return ConfigError(f"checkpoint={checkpoint!r} is not allowed: {problem}")
-
-
-def _first_line(text, limit=200):
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    return lines[0][:limit] if lines else ""
+    return refusal("checkpoint", checkpoint, problem)
 
 
 def _candidate_run_dirs(path):
@@ -128,17 +117,10 @@ def _read_summary(run_dir, checkpoint):
     file = os.path.join(run_dir, "summary.json")
     if not os.path.lexists(file):
         return {}
-    if not os.path.isfile(file):  # a pipe would make open() wait for ever
-        raise _refuse(checkpoint, f"its run file {file} is not a regular file")
     try:
-        with open(file) as handle:
-            summary = json.load(handle)
-    except (OSError, ValueError, RecursionError) as error:  # RecursionError: brackets nested thousands deep
-        raise _refuse(checkpoint, f"its run file {file} cannot be read ({type(error).__name__}: "
-                                  f"{_first_line(error, 80)})") from None
-    if not isinstance(summary, dict):
-        raise _refuse(checkpoint, f"its run file {file} holds a {type(summary).__name__}, not a JSON object")
-    return summary
+        return read_json_object(file)
+    except DamagedRunFile as damaged:
+        raise _refuse(checkpoint, f"its run file {file} {first_line(damaged.reason, 160)}") from None
 
 
 def check_run_files(checkpoint):
@@ -195,8 +177,8 @@ def _model_spec(model_cfg, data_cfg, complain):
         return isinstance(x, int) and not isinstance(x, bool)
 
     name = value(model_cfg, "name", lambda x: isinstance(x, str) and x in MODELS, f"one of {sorted(MODELS)}")
-    width = value(model_cfg, "width", lambda x: integer(x) and 1 <= x <= MAX_WIDTH,
-                  f"an integer in [1, {MAX_WIDTH}]")
+    width = value(model_cfg, "width", lambda x: integer(x) and 1 <= x <= MAX_MODEL_WIDTH,
+                  f"an integer in [1, {MAX_MODEL_WIDTH}]")
     if name in RESNETS:  # runs saved before model.downsample existed were built with type-B shortcuts
         downsample = value(model_cfg, "downsample", lambda x: x in (None, "B", "C"), "B or C for a ResNet",
                            None) or "B"
@@ -213,7 +195,7 @@ def _spec_for(path, cfg):
     if run_cfg is None:
         def complain(key, value, allowed):
             section = "data" if key in ("classes", "image_size") else "model"
-            raise ConfigError(f"{section}.{key}={value!r} is not allowed: expected {allowed}")
+            raise refusal(f"{section}.{key}", value, f"expected {allowed}")
 
         model_cfg = OmegaConf.to_container(cfg.model)
         data_cfg = {"classes": cfg.data.classes, "image_size": cfg.data.image_size}
@@ -262,13 +244,13 @@ def load_model(path, cfg, device):
         state = state["model"]  # a training checkpoint, not a bare state_dict
     (name, width, downsample, classes, image_size), run_name = _spec_for(path, cfg)
     for key, built in (("classes", classes), ("image_size", image_size)):
-        _require(cfg.data[key] == built, f"data.{key}", f"{built}, as the model in {path} was built for", cfg.data[key])
+        require(cfg.data[key] == built, f"data.{key}", f"{built}, as the model in {path} was built for", cfg.data[key])
     model = build_model(name, width, classes, image_size, downsample)
     try:
         model.load_state_dict(state)
     except (RuntimeError, AttributeError, TypeError, ValueError, KeyError) as error:
         raise _refuse(path, f"it does not fit {name} width {width} (downsample {downsample}) with {classes} classes "
-                            f"({_first_line(error) or type(error).__name__})") from None
+                            f"({first_line(error, 200) or type(error).__name__})") from None
     broken = next((key for key, value in model.state_dict().items()
                    if value.is_floating_point() and not torch.isfinite(value).all()), None)
     if broken:
@@ -307,7 +289,7 @@ def _merged_data(path, source, trained):
         merged = OmegaConf.merge(OmegaConf.structured(DataConfig), trained)
     except (OmegaConfBaseException, ValueError) as error:
         raise _refuse(path, f"the data section of its run config {source} does not fit this version "
-                            f"({_first_line(error, 120)})") from None
+                            f"({first_line(error, 120)})") from None
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
         raise _refuse(path, f"the data section of its run config {source} has no {', '.join(missing)}")
@@ -346,8 +328,8 @@ def data_config(cfg, paths, explicit):
 def _subset(images, labels, count, seed, key):
     """A seeded random subset of `count` examples (all when empty), in random order: per-block BatchNorm
     statistics must not depend on how the files happen to be sorted (some copies are sorted by class)."""
-    _require(count is None or count <= len(labels), key, f"empty (all) or an integer in [1, {len(labels)}] (the "
-             "number of examples there are)", count)
+    require(count is None or count <= len(labels), key, f"empty (all) or an integer in [1, {len(labels)}] (the "
+            "number of examples there are)", count)
     keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:count].to(labels.device)
     return images[keep], labels[keep]
 

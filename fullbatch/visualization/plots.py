@@ -14,8 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from fullbatch.errors import ConfigError  # noqa: E402
 from fullbatch.cli import OneLineParser  # noqa: E402
+from fullbatch.errors import ConfigError, refusal  # noqa: E402
 from fullbatch.visualization.curves import plain_log_axis, save_figure  # noqa: E402
 from fullbatch.visualization.flatness import flatness  # noqa: E402
 
@@ -85,7 +85,7 @@ def plot_2d(data, path):
 
 
 def _refuse(npz_path, problem):
-    return ConfigError(f"landscape={npz_path!r} is not allowed: {problem}")
+    return refusal("landscape", npz_path, problem)
 
 
 def load_landscape(npz_path):

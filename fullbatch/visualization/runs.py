@@ -8,6 +8,7 @@ import os
 import yaml
 
 from fullbatch.files.atomic import read_regular
+from fullbatch.files.run_json import DamagedRunFile, read_json_object
 from fullbatch.run.outputs import compact_overrides
 
 log = logging.getLogger("fullbatch")
@@ -60,19 +61,11 @@ def read_summary(run_dir):
     path = os.path.join(run_dir, "summary.json")
     if not os.path.lexists(path):
         return {}
-    if not os.path.isfile(path):  # a pipe would make open() wait for ever
-        warn_once(path, "is not a regular file; it is left out")
-        return {}
     try:
-        with open(path) as handle:
-            summary = json.load(handle)
-    except (OSError, ValueError, RecursionError) as error:
-        warn_once(path, f"cannot be read as JSON ({error}); it is left out")
+        return read_json_object(path)
+    except DamagedRunFile as damaged:
+        warn_once(path, f"{damaged.reason}; it is left out")
         return {}
-    if not isinstance(summary, dict):
-        warn_once(path, f"holds a JSON {type(summary).__name__}, not a run summary; it is left out")
-        return {}
-    return summary
 
 
 def resumed_from_dir(run_dir):
