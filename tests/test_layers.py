@@ -43,3 +43,23 @@ def test_no_module_imports_from_a_higher_layer():
                 if _layer(module) > own:
                     climbing.append(f"{relative} imports {module}")
     assert checked > 50 and not climbing, climbing  # the walk found the imports, and none climbs
+
+
+def test_every_folder_is_a_layer_that_says_what_it_may_import():
+    """A new folder must be placed in LAYERS, and its docstring tells a reader where it sits."""
+    package = os.path.join(ROOT, "fullbatch")
+    folders = sorted(name for name in os.listdir(package) if os.path.isfile(os.path.join(package, name, "__init__.py")))
+    assert len(folders) >= 9, folders
+    for name in folders:
+        _layer(f"fullbatch.{name}")  # raises StopIteration for a folder in no layer
+        docstring = ast.get_docstring(ast.parse(open(os.path.join(package, name, "__init__.py")).read()))
+        assert docstring and "may import" in docstring.lower(), name
+
+
+def test_the_package_root_keeps_at_most_eight_modules():
+    package = os.path.join(ROOT, "fullbatch")
+    modules = sorted(name for name in os.listdir(package) if name.endswith(".py"))
+    assert "__init__.py" in modules and len(modules) <= 8, modules
+    for name in modules:
+        if name != "__init__.py":
+            _layer(f"fullbatch.{name[:-3]}")

@@ -1,1 +1,2 @@
-"""Measurements of the training problem during training (sharpness of the full-batch loss)."""
+"""Measurements of the training problem during training (sharpness, block gradient noise, the regularizer's
+precision). May import: errors, progress, config, files, data, models, training."""

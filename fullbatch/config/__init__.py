@@ -1,3 +1,2 @@
-"""Configuration: the typed schema, every named choice, the named limits and how configs are composed.
-
-Imports only `fullbatch.errors`. Importing this package registers nothing; `import fullbatch.config.schema` does."""
+"""Configuration: the typed schema, every named choice, the shared limits and how configs are composed.
+May import: errors, progress. Importing this package registers nothing; `import fullbatch.config.schema` does."""

@@ -1,2 +1,2 @@
 """File safety: atomic writes, locks, loaders that rebuild data without running code, walks that end, and the
-one reader of a run's JSON files. Imports only `fullbatch.errors` and `fullbatch.config`."""
+one reader of a run's JSON files. May import: errors, progress, config."""

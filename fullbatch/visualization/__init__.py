@@ -1,1 +1,1 @@
-"""Loss landscapes, training curves and their figures."""
+"""Loss landscapes, training curves and their figures: entry-point code. May import every layer, run included."""
