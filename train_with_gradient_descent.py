@@ -6,11 +6,15 @@
 Exit codes: 0 finished, 1 crashed, 2 configuration or data error (one line on stderr), 3 diverged, 4 stopped by
 SIGTERM/SIGINT (run the same command again to continue from the last checkpoint). A sweep (-m) records each
 job's status and goes on past a failed job; at the end it prints one line per failed job and exits with the
-code of the first one.
+code of the first one, also when a launcher plugin (hydra/launcher=submitit_slurm) ran the jobs elsewhere. Each
+job returns its `objective` (final validation accuracy by default; NaN if it did not finish) to a sweeper plugin
+such as hydra/sweeper=optuna. Inside a submitit job, a preemption (SIGUSR2) ends with a checkpoint and submitit's
+requeue; the requeued job continues from the checkpoint.
 """
 import sys
 
-from fullbatch.run.interruption import Stopped, ignore_signals, signals_held, stop_at_once_on_signals
+from fullbatch.run.interruption import (Stopped, hand_over_preemption, ignore_signals, signals_held,
+                                        stop_at_once_on_signals)
 
 stop_at_once_on_signals()  # before the slow imports: a SIGTERM at any point of start-up ends with exit 4
 
@@ -20,11 +24,10 @@ import fullbatch.config.schema  # noqa: F401,E402  (registers the schema; PyTorc
 from fullbatch.cli import check_arguments, hydra_full_error  # noqa: E402
 from fullbatch.errors import ConfigError, DatasetUnavailable, ExitCode  # noqa: E402
 from fullbatch.run.folder import FolderSnapshot, undo_start_up  # noqa: E402
-from fullbatch.run.sweeps import FailedJobs, job_context  # noqa: E402
+from fullbatch.run.sweeps import FAILED, job_context, objective_value  # noqa: E402
 
 EXIT_CRASHED, EXIT_CONFIG_ERROR, EXIT_DIVERGED, EXIT_PREEMPTED = (ExitCode.FAILED, ExitCode.BAD_INPUT,
                                                                    ExitCode.DIVERGED, ExitCode.STOPPED)
-FAILED = FailedJobs()
 BEFORE = None  # the run folder as it was before Hydra wrote into it (single runs)
 
 
@@ -53,13 +56,15 @@ def main(cfg):
             raise
         return FAILED.record(job, cfg, "crashed", EXIT_CRASHED, f"{type(error).__name__}: {error}", error)
     if summary["status"] == "preempted":
+        hand_over_preemption(summary)  # inside a submitit job: requeued from the checkpoint (this process exits)
         ignore_signals()
         FAILED.report()
         sys.exit(EXIT_PREEMPTED)  # also ends a sweep: the node is going away; the requeue continues it
     if summary["status"] == "diverged":
         if not job.multirun:
             sys.exit(EXIT_DIVERGED)
-        FAILED.record(job, cfg, "diverged", EXIT_DIVERGED, "diverged")
+        return FAILED.record(job, cfg, "diverged", EXIT_DIVERGED, "diverged")
+    return objective_value(summary, cfg.objective)
 
 
 if __name__ == "__main__":

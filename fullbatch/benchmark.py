@@ -28,7 +28,7 @@ from fullbatch.cli import OneLineParser, count_problem
 from fullbatch.config.limits import MAX_MODEL_WIDTH, SYNTHETIC_MAX
 from fullbatch.config.paths import compose_config
 from fullbatch.data.blocks import block_plan
-from fullbatch.errors import ConfigError
+from fullbatch.errors import ConfigError, ExitCode, report
 from fullbatch.models.ghost_batchnorm import block_groups
 from fullbatch.progress import Progress
 from fullbatch.train import build_trainer
@@ -250,10 +250,7 @@ def trainer_problem(cfg, args):
 def check_rows(pairs, args):
     """Compose and validate every row's config, and look for the device, before the first measurement: a size
     the preset cannot use or a GPU this machine lacks is one line now, not a traceback after the rows before."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from fullbatch.cli import one_line
+    from fullbatch.cli import composition_errors, one_line
     from fullbatch.reproduce.parallel import check_device
     from fullbatch.run.validation import validate
 
@@ -266,7 +263,7 @@ def check_rows(pairs, args):
         try:
             cfg = compose_config(row_overrides(preset, setting, args))
             validate(cfg)
-        except (HydraException, OmegaConfBaseException, ValueError) as error:  # ConfigError is a ValueError
+        except composition_errors() as error:  # ConfigError is a ValueError
             message = str(error) if isinstance(error, ConfigError) else one_line(error)
             raise ConfigError(f"{message} (row {preset} {setting})") from None
         problem = trainer_problem(cfg, args)
@@ -296,16 +293,14 @@ def main(argv=None):
         pairs = planned_rows(args)
         check_rows(pairs, args)
     except ConfigError as error:
-        print(f"fullbatch: {error}", file=sys.stderr)
-        return 2
+        return report(error)
     warnings.simplefilter("once")  # the same warning from every row's trainer would repeat otherwise
     rows, progress = [], Progress(len(pairs))
     for preset, setting in pairs:
         try:
             rows.append(measure(preset, setting, args))
         except ConfigError as error:  # what only the device can tell (bf16 support): one line, not a traceback
-            print(f"fullbatch: {error} (row {preset} {setting})", file=sys.stderr)
-            return 2
+            return report(f"{error} (row {preset} {setting})", ExitCode.BAD_INPUT)
         print(f"measured {preset} {setting}: {rows[-1]['seconds_per_step']:.4g} s/step | {progress.tick()}",
               file=sys.stderr, flush=True)
     device = torch.cuda.get_device_name() if args.device != "cpu" and torch.cuda.is_available() else "cpu"
@@ -318,7 +313,7 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(dict(device=device, torch=torch.__version__, rows=rows), handle, indent=2)
-    return 0
+    return ExitCode.DONE
 
 
 if __name__ == "__main__":

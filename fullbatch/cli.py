@@ -9,14 +9,13 @@ import argparse
 import difflib
 import os
 import re
-import sys
 
 from fullbatch.config.paths import compose_config, config_dir
-from fullbatch.errors import first_line
+from fullbatch.errors import ExitCode, first_line, report
 from fullbatch.files.atomic import overlong_part, unsafe_folder, unwritable
 
 
-def _composition_errors():
+def composition_errors():
     """What composing a config raises for a user's mistake. Imported here, so that the tools that only parse
     arguments (status, results) start without loading Hydra."""
     from hydra.errors import HydraException
@@ -41,7 +40,7 @@ def close_keys(wrong, config_name="train"):
     """Keys of the default config that the misspelt `wrong` probably meant: same last part, else similar."""
     try:
         known = config_keys(compose_config([], config_name))
-    except _composition_errors():
+    except composition_errors():
         return []
     last = wrong.split(".")[-1]
     same_name = [key for key in known if key.split(".")[-1] == last]
@@ -82,7 +81,7 @@ def added_key_error(arguments, config_name="train"):
         return None
     try:
         known = config_keys(compose_config([], config_name))
-    except _composition_errors():
+    except composition_errors():
         return None
     for key in additions:
         if key not in known and not any(name.startswith(key + ".") for name in known):
@@ -92,9 +91,41 @@ def added_key_error(arguments, config_name="train"):
     return None
 
 
+PLUGIN_GROUPS = ("hydra/launcher", "hydra/sweeper")
+PLUGIN_EXTRAS = {"submitit_local": "hydra-submitit-launcher", "submitit_slurm": "hydra-submitit-launcher",
+                 "optuna": "hydra-optuna-sweeper"}  # the project's cluster extra installs these
+
+
+def plugin_error(arguments, config_name="train"):
+    """The one-line error for a Hydra launcher or sweeper (`hydra/launcher=submitit_slurm`) that is not installed,
+    or None. Hydra's own message lists its search path over a dozen lines; this one names the extra to install."""
+    chosen = [argument.lstrip("+").split("=", 1) for argument in arguments if "=" in argument]
+    chosen = [(group, name) for group, name in chosen if group in PLUGIN_GROUPS]
+    if not chosen:
+        return None
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    import fullbatch.config.schema  # noqa: F401  (registers the schema)
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        options = {group: loader.get_group_options(group) for group, _ in chosen}
+    for group, name in chosen:
+        if name not in options[group]:
+            package = PLUGIN_EXTRAS.get(name)
+            hint = (f"; {name} comes with {package}, in the cluster extra: pip install -e \".[cluster]\""
+                    if package else "")
+            return f"{group}={name} is not allowed: expected one of {', '.join(options[group])}{hint}"
+    return None
+
+
 def check_arguments(arguments, config_name="train"):
-    """(the one-line error of composing `arguments`, or None; the run folder they name, or None). Only for the
-    overrides of a single run: sweeps and Hydra's own flags give (None, None)."""
+    """(the one-line error of composing `arguments`, or None; the run folder they name, or None). Sweeps and
+    Hydra's own flags are only checked for a launcher or sweeper that is not installed, and give no folder."""
+    plugin = plugin_error(arguments, config_name)
+    if plugin:
+        return plugin, None
     if any(argument.startswith("-") for argument in arguments):
         return None, None
     added = added_key_error(arguments, config_name)
@@ -103,7 +134,7 @@ def check_arguments(arguments, config_name="train"):
     try:
         cfg = compose_config(arguments, config_name, return_hydra_config=True)
         run_dir = cfg.hydra.run.dir
-    except _composition_errors() as error:
+    except composition_errors() as error:
         return one_line(error, config_name), None
     problem = unsafe_folder(run_dir) or overlong_part(run_dir) or unwritable(run_dir)
     return (f"hydra.run.dir={run_dir!r} is not allowed: {problem}" if problem else None), run_dir
@@ -123,8 +154,7 @@ class OneLineParser(argparse.ArgumentParser):
     usage text and a second line, so that every tool reports a bad argument the same way."""
 
     def error(self, message):
-        print(f"fullbatch: {message}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(report(message, ExitCode.BAD_INPUT))
 
 
 def count_problem(flag, value, least, most=None):

@@ -41,7 +41,7 @@ def exit_code(error):
 def report(error, code=None):
     """Print `error` (or a message) as the package's one line on stderr; return `code`, else the error's."""
     print(f"fullbatch: {error}", file=sys.stderr)
-    return exit_code(error) if code is None else code
+    return code if code is not None else (exit_code(error) or ExitCode.FAILED)
 
 
 def _lines(text):

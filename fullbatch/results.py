@@ -16,12 +16,12 @@ import statistics
 import sys
 
 from fullbatch.cli import OneLineParser
+from fullbatch.errors import ExitCode, report
 from fullbatch.files.run_json import read_json_object
 from fullbatch.files.walk import find_files
-from fullbatch.run.outputs import read_table, table_row
+from fullbatch.run.outputs import FINISHED, read_table, table_row
 
 METRICS = ("final_val_acc", "best_val_acc")
-FINISHED = ("finished", "stopped_at_full_training_accuracy")
 RUN_COLUMNS = ("run_key", "name", "status")  # what every run's row has, a failed sweep job's too
 
 
@@ -156,22 +156,19 @@ def main(argv=None):
     args = parser.parse_args(argv)
     paths = args.paths or sorted(glob.glob(os.path.join("tables", "*.csv")))
     if not paths:
-        print("fullbatch: no tables under tables/; give tables or run folders", file=sys.stderr)
-        return 2
+        return report("no tables under tables/; give tables or run folders", ExitCode.BAD_INPUT)
     problem = next((problem for problem in map(path_problem, paths) if problem), None)
     if problem:
-        print(f"fullbatch: {problem}", file=sys.stderr)
-        return 2
+        return report(problem, ExitCode.BAD_INPUT)
     rows, problems = read_rows(paths)
     if problems and not rows:  # nothing left to show: the first problem is the error
         more = f" (and {len(problems) - 1} more damaged file(s) or row(s))" if len(problems) > 1 else ""
-        print(f"fullbatch: {problems[0]}{more}", file=sys.stderr)
-        return 2
+        return report(f"{problems[0]}{more}", ExitCode.BAD_INPUT)
     for problem in problems:
         print(f"fullbatch: warning: {problem}; skipped", file=sys.stderr)
     groups = group(rows, args.dryruns)
     print(markdown(groups) if groups else "no runs")
-    return 0
+    return ExitCode.DONE
 
 
 if __name__ == "__main__":

@@ -12,10 +12,11 @@ import os
 import sys
 
 from fullbatch.cli import OneLineParser
+from fullbatch.errors import ExitCode, report
 from fullbatch.files.run_json import read_json_object
 from fullbatch.files.walk import find_folders
+from fullbatch.run.outputs import STATUS_EXIT_CODES
 
-EXIT_CODES = dict(finished=0, stopped_at_full_training_accuracy=0, diverged=3, preempted=4, unfinished=4)
 
 
 def _started(run):
@@ -61,15 +62,14 @@ def main(argv=None):
     folder = parser.parse_args(argv).folder
     if not os.path.isdir(folder):
         missing = "" if os.path.exists(folder) else " (it does not exist)"
-        print(f"fullbatch: {folder} is not allowed: expected a folder of runs{missing}", file=sys.stderr)
-        return 2
+        return report(f"{folder} is not allowed: expected a folder of runs{missing}", ExitCode.BAD_INPUT)
     run = newest_run(folder)
     if run is None:
         print(f"none {folder}")
-        return 2
+        return ExitCode.BAD_INPUT
     status = run_status(run)
     print(f"{status} {run}")
-    return EXIT_CODES.get(status, 1)
+    return STATUS_EXIT_CODES.get(status, ExitCode.FAILED)
 
 
 if __name__ == "__main__":

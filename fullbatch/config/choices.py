@@ -47,4 +47,6 @@ CompileMode = _choice("CompileMode", ("default", "reduce-overhead", "max-autotun
 Setup = _choice("Setup", ("single", "distributed"), "impl/setup")
 Backend = _choice("Backend", ("auto", "nccl", "gloo"), "impl.setup.backend")
 OnDivergence = _choice("OnDivergence", ("stop", "restore"), "impl.checkpoint.on_divergence")
+Objective = _choice("Objective", ("final_val_acc", "best_val_acc", "final_val_loss", "final_train_acc",
+                                  "final_train_loss"), "objective")
 AnalysisPreset = _choice("AnalysisPreset", ("none", "final", "limited", "full", "sharpness"), "analysis")

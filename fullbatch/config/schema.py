@@ -14,7 +14,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from fullbatch.config.choices import (AnalysisPreset, Backend, CompileMode, Database, Dataset, Downsample, Dtype,
-                                      LineSearch, MemoryFormat, Modification, OnDivergence, Optimizer,
+                                      LineSearch, MemoryFormat, Modification, Objective, OnDivergence, Optimizer,
                                       RegularizerMethod, RegularizerPrecision, Scheduler, Setup, Subset, Tracker)
 
 
@@ -135,7 +135,7 @@ class ModelConfig:
 class CheckpointConfig:
     save_every_nth_step: int = MISSING  # 0: only the final model
     keep: int = MISSING
-    resume: Any = MISSING  # auto | true | false | a checkpoint path (see fullbatch/resume.py)
+    resume: Any = MISSING  # auto | true | false | a checkpoint path (see fullbatch/run/resume.py)
     search_dir: str = MISSING
     on_divergence: OnDivergence = MISSING  # restore: the last good checkpoint, with half the learning rate
     max_restores: int = MISSING
@@ -203,6 +203,7 @@ class TrainConfig:
     dryrun: bool = False
     template: str = "default"
     tables: str = "tables"  # folder of the results tables (relative: to the working directory)
+    objective: Objective = Objective.final_val_acc  # what a job returns to a Hydra sweeper (optuna)
 
 
 @dataclass

@@ -24,6 +24,7 @@ import torch
 from fullbatch.data.augmentation import augment, step_generator
 from fullbatch.errors import ConfigError, DatasetUnavailable
 from fullbatch.files.atomic import atomic_write, locked_file, temporary_name
+from fullbatch.files.run_json import read_json_object
 from fullbatch.progress import Progress
 
 log = logging.getLogger("fullbatch")
@@ -134,10 +135,9 @@ def _check_size(path, build_recipe):
     Its description must give the size of the file and the entry count of the recipe, and the file must be
     large enough to hold that many records."""
     try:
-        with open(path + ".json") as handle:
-            description = json.load(handle)
+        description = read_json_object(path + ".json")
         expected, entries = int(description["bytes"]), int(description["entries"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):  # DamagedRunFile, a missing file included, is a ValueError
         raise _damaged(path, f"its description {path}.json is missing or unreadable") from None
     if not os.path.isfile(path) or os.path.getsize(path) != expected:
         size = os.path.getsize(path) if os.path.isfile(path) else 0

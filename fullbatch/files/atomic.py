@@ -119,5 +119,6 @@ def read_regular(path, limit=64 << 20):
     finally:
         os.close(handle)
     if len(content) > limit:
-        raise UnsafeFile(path, f"is larger than {limit >> 20} MiB" if limit >= 1 << 20 else f"is larger than {limit} bytes")
+        raise UnsafeFile(path, f"is larger than {limit >> 20} MiB" if limit >= 1 << 20 else
+                         f"is larger than {limit} bytes")
     return content.decode()

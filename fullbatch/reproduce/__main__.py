@@ -159,10 +159,7 @@ def job_results(jobs):
 def check_overrides(args, scale, rows):
     """The extra overrides, composed and validated with the first row's: a misspelt impl. key or a bad value is
     one line now, not an error in every row's job (or a listed command that cannot run)."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from fullbatch.cli import one_line
+    from fullbatch.cli import composition_errors, one_line
     from fullbatch.config.paths import compose_config
     from fullbatch.reproduce.runner import job_overrides
     from fullbatch.run.validation import validate
@@ -172,7 +169,7 @@ def check_overrides(args, scale, rows):
     overrides, _ = job_overrides(os.path.abspath(args.root), scale, rows[0], 0, args.overrides)
     try:
         cfg = compose_config(overrides)
-    except (HydraException, OmegaConfBaseException, ValueError) as error:
+    except composition_errors() as error:
         raise ConfigError(one_line(error)) from None
     validate(cfg)
 

@@ -11,17 +11,16 @@ command again to submit what has not ended.
 """
 import logging
 import os
-import signal
 import time
 
 import yaml
 
 from fullbatch.errors import ConfigError, last_line
 from fullbatch.reproduce.runner import pending_jobs, run_job
+from fullbatch.run.interruption import PREEMPT_SIGNAL
 
 log = logging.getLogger("fullbatch")
 SLURM_KEYS = {"partition": str, "time": int, "gpus": int, "cpus": int, "account": str}
-PREEMPT_SIGNAL = signal.SIGUSR2  # submitit's default (its SUBMITIT_PREEMPT_SIGNAL)
 MAX_REQUEUES = 50  # time-limit requeues of one job before submitit gives up on it
 
 
@@ -41,7 +40,7 @@ class RowJob:
         self.root, self.scale, self.row, self.seed, self.extra = root, scale, row, seed, list(extra)
 
     def __call__(self):
-        from fullbatch.run.interruption import Stopped, signals_held
+        from fullbatch.run.interruption import Stopped, hand_over_preemption, signals_held
 
         logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s")
         log.info(f"{self!r} started in process {os.getpid()}")
@@ -51,11 +50,8 @@ class RowJob:
             summary = run_job(self.root, self.scale, self.row, self.seed, self.extra)
         except Stopped:  # a second signal, or one while the outputs were written: the checkpoints stay
             summary = {"status": "preempted", "stopped_by": None}
-        if summary["status"] == "preempted" and summary.get("stopped_by") == PREEMPT_SIGNAL.name:
-            handler = signal.getsignal(PREEMPT_SIGNAL)  # submitit's, back in place after the training
-            if not callable(handler):
-                raise RuntimeError(f"{self!r} was preempted but submitit's {PREEMPT_SIGNAL.name} handler is missing")
-            handler(PREEMPT_SIGNAL, None)  # checkpoint() and requeue; it exits this process
+        if not hand_over_preemption(summary) and summary.get("stopped_by") == PREEMPT_SIGNAL.name:
+            raise RuntimeError(f"{self!r} was preempted but submitit's {PREEMPT_SIGNAL.name} handler is missing")
         return summary["status"]
 
     def checkpoint(self, *args, **kwargs):

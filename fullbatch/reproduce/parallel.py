@@ -13,13 +13,14 @@ import sys
 import time
 
 from fullbatch.config.limits import DEVICE_NAMES, is_device_name
-from fullbatch.errors import ConfigError
+from fullbatch.errors import ConfigError, ExitCode
 from fullbatch.reproduce.runner import ended, run_folder
 from fullbatch.run.interruption import SIGNALS
 from fullbatch.visualization.runs import read_summary
 
 log = logging.getLogger("fullbatch")
-STATUS = {0: "ended", 2: "configuration or data error", 4: "stopped by a signal"}
+STATUS = {ExitCode.DONE: "ended", ExitCode.BAD_INPUT: "configuration or data error",
+          ExitCode.STOPPED: "stopped by a signal"}
 
 
 def device_problem(device):

@@ -9,7 +9,7 @@ import shlex
 from fullbatch.config.paths import compose_config
 from fullbatch.errors import ConfigError
 from fullbatch.reproduce.scales import ROWS, SCALES, row_overrides
-from fullbatch.results import FINISHED
+from fullbatch.run.outputs import FINISHED
 from fullbatch.visualization.runs import read_summary
 
 log = logging.getLogger("fullbatch")

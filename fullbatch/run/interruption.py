@@ -87,3 +87,21 @@ class StopRequest:
         flag = torch.tensor([1.0 if self.signal else 0.0], device=device)
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         return bool(flag.item())
+
+
+PREEMPT_SIGNAL = signal.SIGUSR2  # submitit's preemption signal (its SUBMITIT_PREEMPT_SIGNAL default)
+
+
+def hand_over_preemption(summary, signum=PREEMPT_SIGNAL):
+    """Inside a submitit job (a Hydra submitit launcher's, or `reproduce --launcher`), give a stop by submitit's
+    preemption signal to submitit's own handler once training has written its checkpoint: it calls the job's
+    `checkpoint()` and requeues it, and the requeued job resumes from the checkpoint. That handler exits the
+    process. Returns False, doing nothing, for any other stop (scancel's SIGTERM ends without a requeue) or
+    outside submitit."""
+    if summary.get("status") != "preempted" or summary.get("stopped_by") != signum.name:
+        return False
+    handler = signal.getsignal(signum)  # submitit's, back in place after the training; else ours or the default
+    if not callable(handler) or getattr(handler, "__module__", "").startswith("fullbatch"):
+        return False
+    handler(signum, None)
+    return True

@@ -7,10 +7,15 @@ import math
 import os
 import subprocess
 
+from fullbatch.errors import ExitCode
 from fullbatch.files.atomic import atomic_write, locked_file
 from fullbatch.files.run_json import DamagedRunFile, read_json_object
 
 log = logging.getLogger("fullbatch")
+FINISHED = ("finished", "stopped_at_full_training_accuracy")  # the statuses of a run that trained to its end
+STATUS_EXIT_CODES = {  # a run's or sweep job's status -> the exit code its entry script ends with
+    **{status: ExitCode.DONE for status in FINISHED}, "diverged": ExitCode.DIVERGED, "preempted": ExitCode.STOPPED,
+    "unfinished": ExitCode.STOPPED, "config_error": ExitCode.BAD_INPUT, "crashed": ExitCode.FAILED}
 
 
 def _plain(value):

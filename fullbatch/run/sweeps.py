@@ -1,11 +1,17 @@
 """Hydra sweeps (-m) that go on past a failed job: each job's status is recorded where its results would be
-(summary.json in its folder, a row in its table), and the entry script lists the failed jobs at the end."""
+(summary.json in its folder, a row in its table), and the entry script lists the failed jobs at the end, also
+those that ran in other processes (a launcher plugin such as submitit). Each job returns its objective, so that
+a sweeper plugin (optuna) can optimise it."""
 import logging
+import math
 import os
 import sys
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from hydra.experimental.callback import Callback
+
+from fullbatch.files.run_json import DamagedRunFile, read_json_object
 from fullbatch.run import outputs
 
 log = logging.getLogger("fullbatch")
@@ -58,15 +64,20 @@ class FailedJobs:
     def exit_code(self):
         return self.jobs[0][1] if self.jobs else 0
 
+    def recorded(self, output_dir):
+        return any(job.output_dir and os.path.abspath(job.output_dir) == os.path.abspath(output_dir)
+                   for job, *_ in self.jobs)
+
     def record(self, job, cfg, status, code, message, error=None):
-        """Log the failure, write the job's summary.json and table row (best effort), and remember it."""
+        """Log the failure, write the job's summary.json and table row (best effort), and remember it. Returns
+        what the job gives a sweeper: NaN, which optuna records as a failed trial before it goes on."""
         if error is not None:
             log.error(f"{job.describe()} crashed", exc_info=error)
         else:
             log.error(f"{job.describe()}: {message}")
         self.jobs.append((job, code, status, message))
         if status == "diverged":  # the run itself wrote its summary and its row
-            return
+            return math.nan
         summary = dict(status=status, error=message, name=cfg.name, overrides=job.overrides,
                        output_dir=os.path.abspath(job.output_dir))
         row = dict(run_key=_run_key(cfg, job), name=cfg.name, status=status,
@@ -76,9 +87,48 @@ class FailedJobs:
             outputs.record_table_row(outputs.table_path(str(cfg.tables), cfg.template, cfg.dryrun), row)
         except (OSError, ValueError) as write_error:
             log.error(f"Could not record the status of {job.describe()} ({write_error})")
+        return math.nan
 
     def report(self):
         for job, _, status, message in self.jobs:
             where = f" in {job.output_dir}" if job.output_dir else ""
             text = status if message == status else f"{status}: {message}"
             print(f"fullbatch: {job.describe()} {text}{where}", file=sys.stderr)
+
+
+FAILED = FailedJobs()  # this process's failed sweep jobs; the entry script reports them when the sweep ends
+
+
+
+def objective_value(summary, objective):
+    """What a job returns to Hydra: the summary's `objective` entry (the final validation accuracy by default)
+    for a run that trained to its end, else NaN (optuna records a failed trial and goes on)."""
+    value = summary.get(str(objective)) if summary.get("status") in outputs.FINISHED else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+class SweepOutcome(Callback):
+    """At the end of a sweep, in the process that launched it: adds to FAILED every job of the sweep folder whose
+    summary records a failure. Jobs that a launcher plugin ran in other processes (submitit) recorded their
+    failure there, where this process's FAILED never sees it; without this a sweep whose jobs all failed would
+    end with exit code 0."""
+
+    def on_multirun_end(self, config, **kwargs):
+        sweep_dir = str(config.hydra.sweep.dir)
+        if not os.path.isdir(sweep_dir):
+            return
+        for name in sorted(os.listdir(sweep_dir), key=lambda entry: (len(entry), entry)):
+            folder = os.path.join(sweep_dir, name)
+            path = os.path.join(folder, "summary.json")
+            if not os.path.lexists(path) or FAILED.recorded(folder):
+                continue
+            try:
+                summary = read_json_object(path)
+            except DamagedRunFile as damaged:
+                log.error(f"job {name}: {damaged}")
+                continue
+            status = summary.get("status")
+            if status not in outputs.FINISHED and status in outputs.STATUS_EXIT_CODES:
+                job = JobContext(True, name, list(summary.get("overrides") or []), folder)
+                message = str(summary.get("error") or status)
+                FAILED.jobs.append((job, outputs.STATUS_EXIT_CODES[status], status, message))

@@ -9,7 +9,8 @@ import os
 from omegaconf import DictConfig, OmegaConf
 
 from fullbatch.config.choices import Database, Dataset, Dtype, LineSearch, Modification, Optimizer, Setup
-from fullbatch.config.limits import DEVICE_NAMES, MAX_MODEL_WIDTH, SEED_LIMIT, SEED_RANGE, SYNTHETIC_MAX, is_device_name
+from fullbatch.config.limits import (DEVICE_NAMES, MAX_CLASSES, MAX_MODEL_WIDTH, SEED_LIMIT, SEED_RANGE, SYNTHETIC_MAX,
+                                     is_device_name)
 from fullbatch.data.augmentation import AUGMENTATIONS, augmentation_names
 from fullbatch.errors import ConfigError, first_line, refusal, require
 from fullbatch.files.atomic import unsafe_folder
@@ -183,7 +184,7 @@ def validate_data(data):
             f"an integer in [0, {data.image_size}] (the image size)", data.crop_padding)
     require(data.image_size == (64 if data.name == Dataset.TinyImageNet else 32), "data.image_size",
             f"{64 if data.name == 'TinyImageNet' else 32} for data.name={data.name}", data.image_size)
-    require(2 <= data.classes <= 100_000, "data.classes", "an integer in [2, 100000]", data.classes)
+    require(2 <= data.classes <= MAX_CLASSES, "data.classes", f"an integer in [2, {MAX_CLASSES}]", data.classes)
     require(len(data.mean) == 3 and len(data.std) == 3 and min(data.std) > 0, "data.mean/data.std",
             "three channel values, std > 0", (list(data.mean), list(data.std)))
     online = augmentation_names(data.augmentations_train)

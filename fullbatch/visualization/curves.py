@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import LogFormatter  # noqa: E402
 
 from fullbatch.cli import OneLineParser  # noqa: E402
+from fullbatch.errors import ExitCode, report  # noqa: E402
 from fullbatch.visualization.runs import distinguishing_labels, joined_metrics, newest_of_chains  # noqa: E402
 
 
@@ -114,11 +115,10 @@ def main(argv=None):
     out = args.out or os.path.join(args.runs[0], "curves.png")
     problem = next((p for p in map(run_folder_problem, args.runs) if p), None) or out_problem(out)
     if problem:
-        print(f"fullbatch: {problem}", file=sys.stderr)
-        return 2
+        return report(problem, ExitCode.BAD_INPUT)
     logging.basicConfig(format="fullbatch: warning: %(message)s")  # a damaged metrics.jsonl: one line naming it
     print(plot_curves(args.runs, out, args.title))
-    return 0
+    return ExitCode.DONE
 
 
 if __name__ == "__main__":

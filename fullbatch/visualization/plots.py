@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from fullbatch.cli import OneLineParser  # noqa: E402
-from fullbatch.errors import ConfigError, refusal  # noqa: E402
+from fullbatch.errors import ConfigError, ExitCode, refusal, report  # noqa: E402
 from fullbatch.visualization.curves import plain_log_axis, save_figure  # noqa: E402
 from fullbatch.visualization.flatness import flatness  # noqa: E402
 
@@ -140,8 +140,7 @@ def main(argv=None):
 
 
 def _fail(message):
-    print(f"fullbatch: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(report(message, ExitCode.BAD_INPUT))
 
 
 if __name__ == "__main__":
