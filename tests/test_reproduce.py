@@ -54,6 +54,23 @@ def test_micro_gives_the_main_rows_three_seeds_and_sgd_its_length_in_epochs():
     assert (sgd.hyp.steps, fb.hyp.steps, sgd.data.size) == (100, 300, 500)
 
 
+def test_small_gives_the_compared_rows_the_seeds_its_power_calculation_asks_for():
+    from fullbatch.reproduce.power import expected_half_width, sd_upper_bound
+
+    small = SCALES["small"]
+    seeds = {row.name: small.seeds_for(row) for row in small.rows()}
+    assert (seeds["sgd"], seeds["fb"], seeds["fb_clip"], seeds["fb_reg"]) == (8, 8, 6, 6)
+    assert min(seeds.values()) >= 2
+    bound = sd_upper_bound(0.86, 8)  # micro's pooled seed-to-seed spread of these rows, upper 90% bound
+    for name in ("fb", "fb_clip", "fb_reg"):  # each against Baseline SGD: at most 2 points at the bound
+        assert expected_half_width(bound, seeds["sgd"], bound, seeds[name]) <= 2.0, name
+    runs = {name: compose_config(row_overrides(small, ROWS[name], 0)) for name in ("sgd", "fb", "fb_clip",
+                                                                                   "fb_clip_noaug")}
+    assert [runs[name].hyp.steps for name in runs] == [100, 100, 600, 300]
+    assert (runs["fb_clip"].hyp.warmup, runs["fb_clip"].hyp.cosine_horizon) == (80, 800)
+    assert (runs["sgd"].data.size, str(runs["sgd"].data.subset), runs["sgd"].model.width) == (1000, "balanced", 8)
+
+
 def test_paper_scale_is_the_papers_settings():
     cfg = compose_config(row_overrides(SCALES["paper"], ROWS["fb_strong"], 0))
     assert (cfg.hyp.steps, cfg.hyp.warmup, cfg.hyp.cosine_horizon, cfg.data.size, cfg.model.width) == (

@@ -113,6 +113,18 @@ SCALES = {
                    seeds_of=(("fb_longer", 2), ("fb_practice", 2), ("sgd_noaug", 2), ("fb_noaug", 2),
                              ("fb_longer_noaug", 2), ("fb_clip_noaug", 2), ("fb_reg_noaug", 2),
                              ("fb_strong_noaug", 2))),
+    "small": Scale("small", "a balanced 1,000-image subset of CIFAR-10's training set, the full 10,000-image test "
+                   "set, ResNet-18 at width 8; Baseline SGD 100 epochs and Baseline FB 100 steps, the long "
+                   "full-batch rows 600 steps (300 without augmentation); 8 seeds for Baseline SGD and Baseline FB, "
+                   "6 for FB clipped and FB regularized, 3 for the other rows with augmentation and 2 without, "
+                   "sized to resolve 2-point differences: about 6.4 hours of a 2-core CPU with --jobs 2 (projected "
+                   "from pilots)",
+                   Fraction(1, 5), ("data=CIFAR10", "data.size=1000", "data.subset=balanced"),
+                   width=8, seeds=2, checkpoint_every=50, validations=4,
+                   landscape=("viz.resolution=11", "viz.train_examples=1000", "viz.val_examples=2000"),
+                   short_factor=Fraction(1, 3), noaug_factor=Fraction(1, 10),
+                   seeds_of=(("sgd", 8), ("fb", 8), ("fb_clip", 6), ("fb_reg", 6), ("fb_longer", 3),
+                             ("fb_strong", 3), ("fb_practice", 3))),
     "mini": Scale("mini", "a balanced 5,000-image subset of CIFAR-10, the full test set, ResNet-18 at full width; "
                   "Baseline SGD 100 epochs and Baseline FB 100 steps, the long full-batch rows 500 steps (300 "
                   "without augmentation), 1 seed: about 80 minutes of one H100 (projected, not yet run)",
