@@ -7,8 +7,8 @@ Exit codes: 0 finished, 1 crashed, 2 configuration or data error (one line on st
 SIGTERM/SIGINT (run the same command again to continue from the last checkpoint). A sweep (-m) records each
 job's status and goes on past a failed job; at the end it prints one line per failed job and exits with the
 code of the first one, also when a launcher plugin (hydra/launcher=submitit_slurm) ran the jobs elsewhere. Each
-job returns its `objective` (final validation accuracy by default; NaN if it did not finish) to a sweeper plugin
-such as hydra/sweeper=optuna. Inside a submitit job, a preemption (SIGUSR2) ends with a checkpoint and submitit's
+job returns its `objective` (final validation accuracy by default; the worst value for the sweeper's direction if
+it did not finish) to a sweeper plugin such as hydra/sweeper=optuna. Inside a submitit job, a preemption (SIGUSR2) ends with a checkpoint and submitit's
 requeue; the requeued job continues from the checkpoint.
 """
 import sys
@@ -24,7 +24,7 @@ import fullbatch.config.schema  # noqa: F401,E402  (registers the schema; PyTorc
 from fullbatch.cli import check_arguments, hydra_full_error  # noqa: E402
 from fullbatch.errors import ConfigError, DatasetUnavailable, ExitCode  # noqa: E402
 from fullbatch.run.folder import FolderSnapshot, undo_start_up  # noqa: E402
-from fullbatch.run.sweeps import FAILED, job_context, objective_value  # noqa: E402
+from fullbatch.run.sweeps import FAILED, failed_objective, in_submitit_job, job_context, objective_value  # noqa: E402
 
 EXIT_CRASHED, EXIT_CONFIG_ERROR, EXIT_DIVERGED, EXIT_PREEMPTED = (ExitCode.FAILED, ExitCode.BAD_INPUT,
                                                                    ExitCode.DIVERGED, ExitCode.STOPPED)
@@ -57,6 +57,8 @@ def main(cfg):
         return FAILED.record(job, cfg, "crashed", EXIT_CRASHED, f"{type(error).__name__}: {error}", error)
     if summary["status"] == "preempted":
         hand_over_preemption(summary)  # inside a submitit job: requeued from the checkpoint (this process exits)
+        if in_submitit_job():  # not requeued (scancel's SIGTERM): the launching process reports it, exit 4
+            return failed_objective()
         ignore_signals()
         FAILED.report()
         sys.exit(EXIT_PREEMPTED)  # also ends a sweep: the node is going away; the requeue continues it

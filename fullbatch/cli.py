@@ -98,13 +98,24 @@ PLUGIN_EXTRAS = {"submitit_local": "hydra-submitit-launcher", "submitit_slurm": 
 
 def plugin_error(arguments, config_name="train"):
     """The one-line error for a Hydra launcher or sweeper (`hydra/launcher=submitit_slurm`) that is not installed,
-    or None. Hydra's own message lists its search path over a dozen lines; this one names the extra to install."""
-    chosen = [argument.lstrip("+").split("=", 1) for argument in arguments if "=" in argument]
-    chosen = [(group, name) for group, name in chosen if group in PLUGIN_GROUPS]
-    if not chosen:
+    or None. Hydra's own message lists its search path over a dozen lines; this one names the extra to install.
+    Overrides are read as Hydra reads them (quotes, spaces); with a search path of the user's own (--config-dir,
+    hydra.searchpath) the check is Hydra's alone."""
+    if any(argument.startswith(("-cd", "--config-dir", "hydra.searchpath", "+hydra.searchpath", "-cp",
+                                "--config-path")) for argument in arguments):
         return None
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in arguments if not a.startswith("-")])
+    except composition_errors():  # a syntax error: Hydra's own message says where
+        return None
+    chosen = [(o.key_or_group, o.value()) for o in overrides if o.key_or_group in PLUGIN_GROUPS and not o.is_delete()]
+    chosen = [(group, str(name)) for group, name in chosen if isinstance(name, str)]  # null: Hydra's default
+    if not chosen:
+        return None
 
     import fullbatch.config.schema  # noqa: F401  (registers the schema)
 

@@ -87,11 +87,11 @@ def _job_process(sweep, number, timeout=180):
     raise AssertionError(f"job {number} did not start training in {sweep}")
 
 
-def test_a_preempted_submitit_job_is_requeued_and_resumes_from_its_checkpoint(tmp_path):
+def _interrupted_sweep(tmp_path, signum, steps):
+    """A one-job submitit_local sweep whose job gets `signum` once it has trained a few steps."""
     _plugin("hydra_plugins.hydra_submitit_launcher")
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("HYDRA_FULL_ERROR", None)
-    steps = 150
     sweep_process = subprocess.Popen(
         [sys.executable, ENTRY, "-m", "hydra/launcher=submitit_local", "name=pre", *TINY, "data.size=128",
          "model.width=2", "hyp=fbclip", f"hyp.steps={steps}", "impl.checkpoint.save_every_nth_step=1000", "seed=0"],
@@ -101,13 +101,18 @@ def test_a_preempted_submitit_job_is_requeued_and_resumes_from_its_checkpoint(tm
         while not glob.glob(os.path.join(tmp_path, "outputs", "pre", "*", "*-sweep")) and time.time() < deadline:
             time.sleep(0.05)
         sweep = _sweep_folder(str(tmp_path), "pre")
-        os.kill(_job_process(sweep, 0), signal.SIGUSR2)  # what SLURM sends before preempting a job
-        out, err = sweep_process.communicate(timeout=600)
+        os.kill(_job_process(sweep, 0), signum)
+        _, err = sweep_process.communicate(timeout=600)
     finally:
         if sweep_process.poll() is None:
             sweep_process.kill()
-    assert sweep_process.returncode == 0, err
-    folder = os.path.join(sweep, "0")
+    return sweep_process.returncode, err, os.path.join(sweep, "0")
+
+
+def test_a_preempted_submitit_job_is_requeued_and_resumes_from_its_checkpoint(tmp_path):
+    steps = 150
+    code, err, folder = _interrupted_sweep(tmp_path, signal.SIGUSR2, steps)  # what SLURM sends before preempting
+    assert code == 0, err
     summary = _summary(folder)
     assert summary["status"] == "finished" and summary["steps"] == steps
     assert summary["resumed_from"].startswith(os.path.join(folder, "checkpoints", "step-"))  # its own checkpoint
@@ -115,8 +120,18 @@ def test_a_preempted_submitit_job_is_requeued_and_resumes_from_its_checkpoint(tm
     assert 3 <= stopped_at < steps
     with open(os.path.join(folder, "metrics.jsonl")) as handle:
         assert [json.loads(line)["step"] for line in handle] == list(range(1, steps + 1))  # none lost, none twice
-    logs = "".join(open(path).read() for path in glob.glob(os.path.join(sweep, ".submitit", "*", "*_log.*")))
+    logs = "".join(open(path).read() for path in glob.glob(os.path.join(folder, "..", ".submitit", "*", "*_log.*")))
     assert "Requeued" in logs or "requeued" in logs
+
+
+def test_a_submitit_job_stopped_by_sigterm_keeps_its_checkpoint_and_the_sweep_exits_4(tmp_path):
+    code, err, folder = _interrupted_sweep(tmp_path, signal.SIGTERM, 150)  # scancel: no requeue
+    assert code == 4, err
+    failed = [line for line in err.splitlines() if line.startswith("fullbatch: job")]
+    assert len(failed) == 1 and " preempted in " in failed[0], err  # one line, no traceback
+    summary = _summary(folder)
+    assert summary["status"] == "preempted" and summary["stopped_by"] == "SIGTERM"
+    assert glob.glob(os.path.join(folder, "checkpoints", "step-*.pt"))  # the same command continues from it
 
 
 def test_optuna_trials_optimise_the_objective_each_job_returns(tmp_path):
@@ -136,13 +151,41 @@ def test_optuna_trials_optimise_the_objective_each_job_returns(tmp_path):
     assert result["best_params"]["hyp.optim.lr"] in lrs
 
 
+def test_a_failed_optuna_trial_is_ranked_last_and_the_sweep_goes_on_then_exits_with_its_code(tmp_path):
+    _plugin("hydra_plugins.hydra_optuna_sweeper")
+    result = run_entry(["-m", "hydra/sweeper=optuna", "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=2",
+                        "hydra.sweeper.direction=minimize", "objective=final_train_loss", "name=optfail",
+                        *[item for item in TINY if not item.startswith("data.batch_size=")],
+                        "data.batch_size=choice(64,512)", "hyp=fb1", "hyp.steps=2"],
+                       cwd=tmp_path, check=False)
+    assert result.returncode == 2, result.stderr  # the trial with blocks larger than the set failed
+    assert [line for line in result.stderr.splitlines() if line.startswith("fullbatch: job")] != []
+    sweep = _sweep_folder(str(tmp_path), "optfail")
+    trials = {_summary(os.path.join(sweep, str(n)))["status"]: _summary(os.path.join(sweep, str(n))) for n in (0, 1)}
+    assert set(trials) == {"finished", "config_error"}
+    with open(os.path.join(sweep, "optimization_results.yaml")) as handle:
+        result = yaml.safe_load(handle)
+    assert result["best_params"] == {"data.batch_size": 64}
+    assert result["best_value"] == pytest.approx(trials["finished"]["final_train_loss"])  # the configured objective
+
+
 def test_the_objective_is_the_configured_summary_entry_and_nan_for_a_run_that_did_not_finish():
     from fullbatch.run.sweeps import objective_value
 
     summary = dict(status="finished", final_val_acc=0.5, final_val_loss=1.25)
     assert objective_value(summary, "final_val_acc") == 0.5 and objective_value(summary, "final_val_loss") == 1.25
-    assert math.isnan(objective_value(dict(summary, status="diverged"), "final_val_acc"))
+    assert math.isnan(objective_value(dict(summary, status="diverged"), "final_val_acc"))  # no sweeper direction
     assert math.isnan(objective_value(dict(summary, final_val_acc=None), "final_val_acc"))
+
+
+def test_a_stale_summary_in_a_reused_sweep_folder_is_not_counted(tmp_path):
+    sweep = tmp_path / "sweep"
+    (sweep / "5").mkdir(parents=True)
+    (sweep / "5" / "summary.json").write_text(json.dumps({"status": "crashed", "error": "an older sweep"}))
+    os.utime(sweep / "5" / "summary.json", (time.time() - 3600, time.time() - 3600))
+    result = run_entry(["-m", f"hydra.sweep.dir={sweep}", "name=reuse", *TINY, "hyp=fb1", "hyp.steps=1"],
+                       cwd=tmp_path, check=False)
+    assert result.returncode == 0 and "older sweep" not in result.stderr, result.stderr
 
 
 def test_a_launcher_or_sweeper_that_is_not_installed_is_one_line_naming_the_extra(tmp_path, monkeypatch):
@@ -152,8 +195,18 @@ def test_a_launcher_or_sweeper_that_is_not_installed_is_one_line_naming_the_extr
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("fullbatch: hydra/launcher=submitit_slrum is not allowed: expected one of basic")
     assert not os.path.exists(tmp_path / "outputs")
-    monkeypatch.setitem(cli.PLUGIN_EXTRAS, "ray", "hydra-ray-launcher")  # a plugin this machine does not have
-    message = cli.plugin_error(["-m", "hydra/launcher=ray"])
-    assert message.startswith("hydra/launcher=ray is not allowed: expected one of basic")
-    assert message.endswith("ray comes with hydra-ray-launcher, in the cluster extra: pip install -e \".[cluster]\"")
-    assert cli.plugin_error(["hydra/sweeper=basic", "seed=1"]) is None
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    installed = ConfigLoaderImpl.get_group_options
+    monkeypatch.setattr(ConfigLoaderImpl, "get_group_options",  # as on a machine without the cluster extra
+                        lambda self, group, *args, **kwargs: [name for name in installed(self, group, *args, **kwargs)
+                                                              if name in ("basic",)])
+    for argument, package in (("hydra/launcher=submitit_slurm", "hydra-submitit-launcher"),
+                              ("hydra/sweeper=optuna", "hydra-optuna-sweeper")):
+        message = cli.plugin_error(["-m", argument])
+        assert message.startswith(f"{argument} is not allowed: expected one of basic; "), message
+        assert message.endswith(f"comes with {package}, in the cluster extra: pip install -e \".[cluster]\""), message
+    monkeypatch.setattr(ConfigLoaderImpl, "get_group_options", installed)
+    for fine in (["hydra/sweeper=basic", "seed=1"], ['hydra/launcher="basic"'], ["hydra/launcher=null"],
+                 ["hydra.launcher.partition=gpu"], ["hydra/launcher=mine", "hydra.searchpath=[file:///x]"]):
+        assert cli.plugin_error(fine) is None, fine

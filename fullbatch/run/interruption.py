@@ -11,6 +11,7 @@ traceback.
   again within 2 seconds is the first one delivered twice (SLURM signals every process of a job step).
 """
 import contextlib
+import logging
 import signal
 import time
 
@@ -103,5 +104,10 @@ def hand_over_preemption(summary, signum=PREEMPT_SIGNAL):
     handler = signal.getsignal(signum)  # submitit's, back in place after the training; else ours or the default
     if not callable(handler) or getattr(handler, "__module__", "").startswith("fullbatch"):
         return False
-    handler(signum, None)
+    try:
+        handler(signum, None)  # requeues and exits the process (SystemExit passes through)
+    except Exception as error:  # submitit refused: e.g. a time limit with no requeues left (max_num_timeout)
+        logging.getLogger("fullbatch").error(f"submitit did not requeue the job ({type(error).__name__}: {error}); "
+                                             "it ends as stopped, and its checkpoint stays")
+        return False
     return True

@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -70,14 +71,14 @@ class FailedJobs:
 
     def record(self, job, cfg, status, code, message, error=None):
         """Log the failure, write the job's summary.json and table row (best effort), and remember it. Returns
-        what the job gives a sweeper: NaN, which optuna records as a failed trial before it goes on."""
+        what the job gives a sweeper (`failed_objective`)."""
         if error is not None:
             log.error(f"{job.describe()} crashed", exc_info=error)
         else:
             log.error(f"{job.describe()}: {message}")
         self.jobs.append((job, code, status, message))
         if status == "diverged":  # the run itself wrote its summary and its row
-            return math.nan
+            return failed_objective()
         summary = dict(status=status, error=message, name=cfg.name, overrides=job.overrides,
                        output_dir=os.path.abspath(job.output_dir))
         row = dict(run_key=_run_key(cfg, job), name=cfg.name, status=status,
@@ -87,7 +88,7 @@ class FailedJobs:
             outputs.record_table_row(outputs.table_path(str(cfg.tables), cfg.template, cfg.dryrun), row)
         except (OSError, ValueError) as write_error:
             log.error(f"Could not record the status of {job.describe()} ({write_error})")
-        return math.nan
+        return failed_objective()
 
     def report(self):
         for job, _, status, message in self.jobs:
@@ -99,19 +100,43 @@ class FailedJobs:
 FAILED = FailedJobs()  # this process's failed sweep jobs; the entry script reports them when the sweep ends
 
 
+def in_submitit_job():
+    """Whether this process runs a job of a submitit launcher (Hydra's, or `reproduce --launcher`)."""
+    return bool(os.environ.get("SUBMITIT_EXECUTOR"))
+
+
+def failed_objective():
+    """What a job that did not finish returns to a sweeper: the worst value for the sweeper's direction (-inf
+    when it maximises, +inf when it minimises), so that optuna ranks it last and goes on (it refuses NaN and
+    would end the sweep); NaN for sweepers without a direction. The sweep's exit code still counts the job."""
+    from hydra.core.hydra_config import HydraConfig
+
+    direction = HydraConfig.get().sweeper.get("direction") if HydraConfig.initialized() else None
+    direction = str(direction).lower()
+    return -math.inf if direction.endswith("maximize") else math.inf if direction.endswith("minimize") else math.nan
+
 
 def objective_value(summary, objective):
     """What a job returns to Hydra: the summary's `objective` entry (the final validation accuracy by default)
-    for a run that trained to its end, else NaN (optuna records a failed trial and goes on)."""
+    for a run that trained to its end, else `failed_objective()`."""
     value = summary.get(str(objective)) if summary.get("status") in outputs.FINISHED else None
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return failed_objective()
 
 
 class SweepOutcome(Callback):
     """At the end of a sweep, in the process that launched it: adds to FAILED every job of the sweep folder whose
     summary records a failure. Jobs that a launcher plugin ran in other processes (submitit) recorded their
     failure there, where this process's FAILED never sees it; without this a sweep whose jobs all failed would
-    end with exit code 0."""
+    end with exit code 0. Only summaries written since the sweep started count: a reused sweep folder may hold
+    an older sweep's."""
+
+    def __init__(self):
+        self.started = None
+
+    def on_multirun_start(self, config, **kwargs):
+        self.started = time.time()
 
     def on_multirun_end(self, config, **kwargs):
         sweep_dir = str(config.hydra.sweep.dir)
@@ -120,7 +145,7 @@ class SweepOutcome(Callback):
         for name in sorted(os.listdir(sweep_dir), key=lambda entry: (len(entry), entry)):
             folder = os.path.join(sweep_dir, name)
             path = os.path.join(folder, "summary.json")
-            if not os.path.lexists(path) or FAILED.recorded(folder):
+            if not os.path.lexists(path) or FAILED.recorded(folder) or _older(path, self.started):
                 continue
             try:
                 summary = read_json_object(path)
@@ -132,3 +157,10 @@ class SweepOutcome(Callback):
                 job = JobContext(True, name, list(summary.get("overrides") or []), folder)
                 message = str(summary.get("error") or status)
                 FAILED.jobs.append((job, outputs.STATUS_EXIT_CODES[status], status, message))
+
+
+def _older(path, started):
+    try:
+        return started is not None and os.lstat(path).st_mtime < started - 1  # 1 s: coarse file system clocks
+    except OSError:
+        return True
