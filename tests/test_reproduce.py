@@ -345,3 +345,18 @@ def test_a_run_folder_of_another_design_of_the_scale_is_refused_not_reused(tmp_p
     assert reproduce(["--scale", "smoke", "--root", str(tmp_path), "--rows", "sgd", "--device", "cpu"]) == 2
     assert "holds a run of another design of scale smoke" in capsys.readouterr().err
     assert reproduce(["--scale", "smoke", "--root", str(tmp_path), "--rows", "sgd", "--report-only"]) == 2
+
+
+def test_the_table_gives_each_rows_cost_and_every_commit_its_seeds_ran():
+    from fullbatch.reproduce.report import table_lines
+
+    run = dict(status="finished", final_val_acc=0.4, best_val_acc=0.4, final_train_acc=1.0, final_train_loss=0.01,
+               steps=100, seconds_per_step=1.5, device="cpu")
+    results = {"sgd": [dict(run, wall_time=1800, git_revision="a" * 40),
+                       dict(run, wall_time=5400, git_revision="b" * 40), dict(run, wall_time=3600, git_revision="a" * 40)]}
+    header, rule, sgd, fb = table_lines([ROWS["sgd"], ROWS["fb"]], results, {})
+    columns = [cell.strip() for cell in header.strip("|").split("|")]
+    assert all(line.count("|") == header.count("|") for line in (rule, sgd, fb))
+    cells = dict(zip(columns, (cell.strip() for cell in sgd.strip("|").split("|"))))
+    assert cells["row's cost (h)"] == "3.00" and cells["wall time per seed (s)"] == "3600"
+    assert cells["commits"] == "aaaaaaaa, bbbbbbbb"

@@ -350,11 +350,12 @@ def _interval_text(values):
 
 def table_lines(rows, results, rise):
     lines = ["| row | seeds | final train acc. | final train loss | regime | final val. acc. (%) | best val. acc. (%) "
-             "| steps | s/step (with validation) | wall time (s) | flatness | device | commit |", "|---" * 13 + "|"]
+             "| steps | s/step (with validation) | wall time per seed (s) | row's cost (h) | flatness | device | "
+             "commits |", "|---" * 14 + "|"]
     for row in rows:
         ended = results.get(row.name, [])
         if not ended:
-            lines.append(f"| {row.label} | 0 |  |  | not run yet |  |  |  |  |  |  |  |  |")
+            lines.append(f"| {row.label} | 0 |  |  | not run yet |  |  |  |  |  |  |  |  |  |")
             continue
         seconds = [value for value in _numbers(ended, "seconds_per_step") if value]
         wall = _numbers(ended, "wall_time")
@@ -366,10 +367,17 @@ def table_lines(rows, results, rise):
             f"| {row.label} | {len(ended)} | {f'{statistics.fmean(train_acc):.3f}' if train_acc else ''} | "
             f"{f'{statistics.fmean(train_loss):.3g}' if train_loss else ''} | {regime(row, ended)} | {final} | {best} | "
             f"{ended[0].get('steps', '')} | {f'{statistics.fmean(seconds):.3g}' if seconds else ''} | "
-            f"{f'{statistics.fmean(wall):.0f}' if wall else ''} | "
+            f"{f'{statistics.fmean(wall):.0f}' if wall else ''} | {f'{sum(wall) / 3600:.2f}' if wall else ''} | "
             f"{f'{rise[row.label]:.3g}' if row.label in rise else ''} | {ended[0].get('device', '')} | "
-            f"{str(ended[0].get('git_revision', ''))[:8]} |")
+            f"{commits(ended)} |")
     return lines
+
+
+def commits(ended):
+    """The commits a row's seeds ran (8 hex digits each, in seed order, each once): a row run in pieces across
+    changes of the code shows every version that contributed."""
+    seen = [str(summary.get("git_revision") or "unknown")[:8] for summary in ended]
+    return ", ".join(dict.fromkeys(seen))
 
 
 def verdict_lines(rows, results):
@@ -405,7 +413,9 @@ def write_report(root, scale, rows, seeds, command, report_dir=None, device="aut
               "validation accuracy: mean ± half-width of the 95% interval over seeds (t-distribution); a single "
               "seed has no interval. Validation accuracy is measured on the test set; \"best\" is the best of the "
               "validations. s/step: the run's mean wall time per step, its validations included; Baseline SGD's "
-              "steps and s/step count epochs. Flatness (seed-0 model): the train-loss rise at distance 0.5 along "
+              "steps and s/step count epochs. Row's cost: the wall time of all its seeds, one after the other; "
+              "with --jobs N about N of them ran at once. Commits: the code each seed ran (results.csv has one per "
+              "run). Flatness (seed-0 model): the train-loss rise at distance 0.5 along "
               "the row's filter-normalised direction (`landscape.png`). Figures: `accuracy.png`, `curves.png`, "
               "`landscape.png` (and PDFs)."]
     atomic_write(os.path.join(report_dir, "README.md"), lambda handle: handle.write("\n".join(lines) + "\n"), mode="w")
