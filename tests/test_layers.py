@@ -21,7 +21,9 @@ def _layer(module):
 
 def _imports(path):
     for node in ast.walk(ast.parse(open(path).read())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fullbatch."):
+        if isinstance(node, ast.ImportFrom) and node.module == "fullbatch":  # from fullbatch import outputs
+            yield from (f"fullbatch.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fullbatch."):
             yield node.module
         elif isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names if alias.name.startswith("fullbatch."))
