@@ -80,7 +80,7 @@ if __name__ == "__main__":
     except Stopped as stop:
         ignore_signals()
         FAILED.report()
-        fail(stop, EXIT_PREEMPTED)
+        fail(FAILED.stop_message(stop), EXIT_PREEMPTED)
     if FAILED:
         ignore_signals()
         FAILED.report()

@@ -210,3 +210,30 @@ def test_a_launcher_or_sweeper_that_is_not_installed_is_one_line_naming_the_extr
     for fine in (["hydra/sweeper=basic", "seed=1"], ['hydra/launcher="basic"'], ["hydra/launcher=null"],
                  ["hydra.launcher.partition=gpu"], ["hydra/launcher=mine", "hydra.searchpath=[file:///x]"]):
         assert cli.plugin_error(fine) is None, fine
+
+
+def test_a_stop_signal_to_the_launching_process_says_the_submitit_jobs_go_on(tmp_path):
+    _plugin("hydra_plugins.hydra_submitit_launcher")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("HYDRA_FULL_ERROR", None)
+    launcher = subprocess.Popen([sys.executable, ENTRY, "-m", "hydra/launcher=submitit_local", "name=wait", *TINY,
+                                 "data.size=128", "model.width=2", "hyp=fbclip", "hyp.steps=60"],
+                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not glob.glob(os.path.join(tmp_path, "outputs", "wait", "*", "*-sweep", "0", "metrics.jsonl")):
+            assert time.time() < deadline and launcher.poll() is None, "the job never started training"
+            time.sleep(0.05)
+        launcher.send_signal(signal.SIGTERM)
+        _, err = launcher.communicate(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 4 and err.strip().splitlines()[-1] == (
+        "fullbatch: SIGTERM: stopped waiting for the sweep; its jobs go on under their scheduler (cancel them "
+        "there); their results land in their folders and tables as usual"), err
+    folder = os.path.join(_sweep_folder(str(tmp_path), "wait"), "0")
+    deadline = time.time() + 300
+    while not os.path.isfile(os.path.join(folder, "summary.json")) and time.time() < deadline:
+        time.sleep(0.2)  # the job was not stopped: it ends on its own
+    assert _summary(folder)["status"] == "finished"

@@ -57,6 +57,21 @@ class FailedJobs:
 
     def __init__(self):
         self.jobs = []
+        self.launcher = None  # the sweep's launcher class, once a sweep has started
+
+    @property
+    def jobs_run_elsewhere(self):
+        """Whether a launcher plugin runs the sweep's jobs in other processes (submitit), not Hydra's own."""
+        return bool(self.launcher) and not self.launcher.startswith("hydra._internal.core_plugins.basic_launcher")
+
+    def stop_message(self, stop):
+        """What a stop signal to this process means: for a sweep whose jobs run elsewhere, only this process
+        stopped waiting; its jobs go on under their scheduler, and running the command again would submit them
+        again."""
+        if not self.jobs_run_elsewhere:
+            return str(stop)
+        return (f"{str(stop).split()[0]}: stopped waiting for the sweep; its jobs go on under their scheduler "
+                "(cancel them there); their results land in their folders and tables as usual")
 
     def __bool__(self):
         return bool(self.jobs)
@@ -137,6 +152,7 @@ class SweepOutcome(Callback):
 
     def on_multirun_start(self, config, **kwargs):
         self.started = time.time()
+        FAILED.launcher = str(config.hydra.launcher.get("_target_", ""))
 
     def on_multirun_end(self, config, **kwargs):
         sweep_dir = str(config.hydra.sweep.dir)
