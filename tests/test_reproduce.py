@@ -360,3 +360,57 @@ def test_the_table_gives_each_rows_cost_and_every_commit_its_seeds_ran():
     cells = dict(zip(columns, (cell.strip() for cell in sgd.strip("|").split("|"))))
     assert cells["row's cost (h)"] == "3.00" and cells["wall time per seed (s)"] == "3600"
     assert cells["commits"] == "aaaaaaaa, bbbbbbbb"
+
+
+def test_the_table_says_how_many_of_a_rows_planned_seeds_have_ended():
+    from fullbatch.reproduce.report import table_lines
+
+    run = dict(status="finished", final_val_acc=0.4, best_val_acc=0.4, final_train_acc=1.0, final_train_loss=0.01,
+               steps=100, seconds_per_step=1.5, device="cpu", wall_time=10, git_revision="a" * 40)
+    results = {"sgd": [dict(run)] * 3, "fb": [dict(run)] * 2}
+    lines = table_lines([ROWS["sgd"], ROWS["fb"], ROWS["fb_clip"]], results, {}, {"sgd": 3, "fb": 8, "fb_clip": 6})
+    seeds = [line.split("|")[2].strip() for line in lines[2:]]
+    assert seeds == ["3", "2 of 8", "0 of 6"]
+
+
+def test_a_piece_killed_without_a_signal_counts_up_to_its_last_heartbeat_and_a_refused_one_not_at_all(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from fullbatch.reproduce import wall_time
+
+    scale, root = SCALES["smoke"], str(tmp_path / "root")
+    script = ("import sys, time\nfrom fullbatch.reproduce import wall_time\nfrom fullbatch.reproduce.scales import "
+              "SCALES\nwall_time.HEARTBEAT = 0.2\npiece = wall_time.piece(sys.argv[1], SCALES['smoke'], 2, 'none')\n"
+              "piece.__enter__()"
+              "\nprint('running', flush=True)\ntime.sleep(120)\n")
+    child = subprocess.Popen([sys.executable, "-c", script, root], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "running"
+        time.sleep(1.5)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    (killed,) = wall_time.read_pieces(root, scale)
+    beat = wall_time.heartbeat_path(root, scale, killed["piece"])
+    assert killed["outcome"] == "killed" and killed["ended"] == os.path.getmtime(beat)
+    assert 1.0 < killed["ended"] - killed["started"] < 10  # beats every 0.2 s for about 1.5 s, then none
+
+    with wall_time.piece(root, scale, 1, "none") as normal:
+        normal.outcome = "done"
+    with wall_time.piece(root, scale, 1, "none") as refused:
+        refused.outcome = None
+    pieces = wall_time.read_pieces(root, scale)
+    assert [piece["outcome"] for piece in pieces] == ["killed", "done"]
+    assert not os.path.exists(wall_time.heartbeat_path(root, scale, normal.id))  # only a killed piece's beat stays
+    total = sum(piece["ended"] - piece["started"] for piece in pieces) / 3600
+    text = wall_time.sentence(root, scale)
+    assert f"{total:.2f} hours in 2 piece(s)" in text and "1 of the pieces was killed without a signal" in text
+
+    fresh = str(tmp_path / "fresh")
+    os.makedirs(fresh)
+    with wall_time.piece(fresh, scale, 1, "none") as refused:
+        refused.outcome = None
+    assert os.listdir(fresh) == []  # a command refused before anything ran leaves no record behind

@@ -10,7 +10,6 @@ import logging
 import os
 import shlex
 import sys
-import time
 
 from fullbatch.cli import count_problem
 from fullbatch.errors import ConfigError, DatasetUnavailable, ExitCode, Stopped, last_line, report
@@ -221,19 +220,18 @@ def run_all(args, root, scale, rows, seeds):
 
 
 def timed(args, root, scale, rows, seeds):
-    """run_all, with its wall time recorded for the report (also when a signal ends it)."""
-    from fullbatch.reproduce.wall_time import record
+    """run_all, with its wall time recorded for the report (also when a signal ends it, and up to its last
+    heartbeat when a kill does)."""
+    from fullbatch.reproduce.wall_time import piece
 
-    started, outcome = time.time(), "stopped"
-    try:
-        outcome = run_all(args, root, scale, rows, seeds)
-    except (ConfigError, DatasetUnavailable):
-        outcome = None  # refused before anything ran
-        raise
-    finally:
-        if outcome is not None:
-            record(root, scale, started, args.jobs, args.launcher, outcome)
-    return outcome
+    with piece(root, scale, args.jobs, args.launcher) as this:
+        this.outcome = "stopped"
+        try:
+            this.outcome = run_all(args, root, scale, rows, seeds)
+        except (ConfigError, DatasetUnavailable):
+            this.outcome = None  # refused before anything ran
+            raise
+    return this.outcome
 
 
 def submit_to_slurm(args, root, scale, rows, seeds):

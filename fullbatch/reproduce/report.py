@@ -348,14 +348,20 @@ def _interval_text(values):
     return mean_interval(values).text() if values else ""
 
 
-def table_lines(rows, results, rise):
+def table_lines(rows, results, rise, planned=None):
+    """The table's lines; `planned` ({row name: seeds}) marks a row whose seeds have not all ended ("2 of 3")."""
+    planned = planned or {}
+
+    def seeds(row, count):
+        return f"{count} of {planned[row.name]}" if planned.get(row.name, count) > count else f"{count}"
+
     lines = ["| row | seeds | final train acc. | final train loss | regime | final val. acc. (%) | best val. acc. (%) "
              "| steps | s/step (with validation) | wall time per seed (s) | row's cost (h) | flatness | device | "
              "commits |", "|---" * 14 + "|"]
     for row in rows:
         ended = results.get(row.name, [])
         if not ended:
-            lines.append(f"| {row.label} | 0 |  |  | not run yet |  |  |  |  |  |  |  |  |  |")
+            lines.append(f"| {row.label} | {seeds(row, 0)} |  |  | not run yet |  |  |  |  |  |  |  |  |  |")
             continue
         seconds = [value for value in _numbers(ended, "seconds_per_step") if value]
         wall = _numbers(ended, "wall_time")
@@ -364,7 +370,7 @@ def table_lines(rows, results, rise):
         final = _interval_text(_accuracies(ended)) + (f" ({', '.join(statuses)})" if statuses else "")
         best = _interval_text(_accuracies(ended, "best_val_acc"))
         lines.append(
-            f"| {row.label} | {len(ended)} | {f'{statistics.fmean(train_acc):.3f}' if train_acc else ''} | "
+            f"| {row.label} | {seeds(row, len(ended))} | {f'{statistics.fmean(train_acc):.3f}' if train_acc else ''} | "
             f"{f'{statistics.fmean(train_loss):.3g}' if train_loss else ''} | {regime(row, ended)} | {final} | {best} | "
             f"{ended[0].get('steps', '')} | {f'{statistics.fmean(seconds):.3g}' if seconds else ''} | "
             f"{f'{statistics.fmean(wall):.0f}' if wall else ''} | {f'{sum(wall) / 3600:.2f}' if wall else ''} | "
@@ -404,7 +410,7 @@ def write_report(root, scale, rows, seeds, command, report_dir=None, device="aut
              wall_time.sentence(root, scale), ""]
     if scale.pipeline_check:
         lines += [PIPELINE_NOTE, ""]
-    lines += table_lines(rows, results, rise)
+    lines += table_lines(rows, results, rise, {row.name: scale.seeds_for(row, seeds) for row in rows})
     if not scale.pipeline_check:
         lines += verdict_lines(rows, results)
     lines += ["", f"Regime: a row has fitted when the mean final train accuracy of its seeds is at least {FITTED} "
@@ -412,7 +418,8 @@ def write_report(root, scale, rows, seeds, command, report_dir=None, device="aut
               "Baseline FB fits at paper scale; a row marked `missed` is not compared with any other. Final "
               "validation accuracy: mean ± half-width of the 95% interval over seeds (t-distribution); a single "
               "seed has no interval. Validation accuracy is measured on the test set; \"best\" is the best of the "
-              "validations. s/step: the run's mean wall time per step, its validations included; Baseline SGD's "
+              "validations. Seeds: those that ended (\"2 of 3\": the others have not). s/step: the run's mean "
+              "wall time per step, its validations included; Baseline SGD's "
               "steps and s/step count epochs. Row's cost: the wall time of all its seeds, one after the other; "
               "with --jobs N about N of them ran at once. Commits: the code each seed ran (results.csv has one per "
               "run). Flatness (seed-0 model): the train-loss rise at distance 0.5 along "

@@ -1,26 +1,103 @@
 """The measured wall time of a scale, which may run in pieces (stopped and continued): every command that runs
-rows appends one line (start, end, --jobs, launcher, outcome) to outputs/reproduce/<scale>/pieces.jsonl, and
-the report states their sum."""
+rows appends a line to outputs/reproduce/<scale>/pieces.jsonl when it starts and another when it ends (start,
+end, --jobs, launcher, outcome), and the report states their sum. While it runs it touches a heartbeat file
+every HEARTBEAT seconds, so a piece killed without a signal (no end line) still counts, up to its last beat."""
 import json
 import os
+import threading
 import time
+import uuid
+from contextlib import contextmanager
+
+HEARTBEAT = 30.0  # seconds between beats: the most a killed piece's time can be undercounted by
 
 
 def pieces_path(root, scale):
     return os.path.join(root, "outputs", "reproduce", scale.name, "pieces.jsonl")
 
 
-def record(root, scale, started, jobs, launcher, outcome):
+def heartbeat_path(root, scale, piece):
+    return os.path.join(os.path.dirname(pieces_path(root, scale)), f"piece-{piece}.alive")
+
+
+def _append(root, scale, line):
     path = pieces_path(root, scale)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    line = dict(started=started, ended=time.time(), jobs=jobs, launcher=launcher, outcome=outcome)
     with open(path, "a") as handle:
         handle.write(json.dumps(line) + "\n")
 
 
+def record(root, scale, started, jobs, launcher, outcome, piece=None):
+    """The line of a piece that ended (normally or by a signal)."""
+    line = {"started": started, "ended": time.time(), "jobs": jobs, "launcher": launcher, "outcome": outcome}
+    _append(root, scale, dict(line, piece=piece) if piece else line)
+
+
+@contextmanager
+def piece(root, scale, jobs, launcher):
+    """Record one piece: its start line and heartbeat now, its end line on leaving with the `.outcome` set on the
+    yielded object. An outcome of None (refused before anything ran) records nothing: what this piece created is
+    removed again, and an existing record gets a 'refused' line that the report skips."""
+    path = pieces_path(root, scale)
+    created = [folder for folder in _parents(os.path.dirname(path), root) if not os.path.isdir(folder)]
+    existed = os.path.exists(path)
+    state = _Piece(uuid.uuid4().hex[:12], time.time())
+    _append(root, scale, {"piece": state.id, "started": state.started, "jobs": jobs, "launcher": launcher})
+    beat = heartbeat_path(root, scale, state.id)
+    stop = threading.Event()
+
+    def beating():
+        while True:
+            with open(beat, "w") as handle:
+                handle.write(f"{time.time()}\n")
+            if stop.wait(HEARTBEAT):
+                return
+
+    thread = threading.Thread(target=beating, name="fullbatch-piece-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        stop.set()
+        thread.join()
+        _remove(beat)
+        if state.outcome is not None or existed:
+            record(root, scale, state.started, jobs, launcher, state.outcome or "refused", piece=state.id)
+        else:
+            _remove(path)
+            for folder in reversed(created):
+                try:
+                    os.rmdir(folder)  # only if empty: a refused command leaves what it found
+                except OSError:
+                    break
+
+
+def _parents(folder, root):
+    """The folders from just below `root` down to `folder`, outermost first."""
+    chain = []
+    while os.path.abspath(folder) != os.path.abspath(root) and folder not in chain:
+        chain.append(folder)
+        folder = os.path.dirname(folder)
+    return chain[::-1]
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+class _Piece:
+    def __init__(self, piece_id, started):
+        self.id, self.started, self.outcome = piece_id, started, None
+
+
 def read_pieces(root, scale):
-    """The recorded pieces; a line cut short by a kill is skipped."""
-    pieces = []
+    """Every piece with a start and an end: the recorded end, or for a piece killed without a signal the time of
+    its last heartbeat (outcome 'killed'). A line cut short by a kill, a piece refused before anything ran, and
+    a start line with neither an end line nor a heartbeat are left out."""
+    ended, started = [], {}
     try:
         with open(pieces_path(root, scale)) as handle:
             for line in handle:
@@ -28,11 +105,25 @@ def read_pieces(root, scale):
                     piece = json.loads(line)
                 except ValueError:
                     continue
-                if isinstance(piece, dict) and all(isinstance(piece.get(k), (int, float)) for k in ("started", "ended")):
-                    pieces.append(piece)
+                if not isinstance(piece, dict) or not isinstance(piece.get("started"), (int, float)):
+                    continue
+                if isinstance(piece.get("ended"), (int, float)):
+                    ended.append(piece)
+                elif isinstance(piece.get("piece"), str):
+                    started[piece["piece"]] = piece
     except OSError:
         pass
-    return pieces
+    closed = {piece.get("piece") for piece in ended}
+    for piece_id, piece in started.items():
+        if piece_id in closed:
+            continue
+        try:
+            last_beat = os.path.getmtime(heartbeat_path(root, scale, piece_id))
+        except OSError:
+            continue
+        ended.append(dict(piece, ended=max(last_beat, piece["started"]), outcome="killed"))
+    pieces = [piece for piece in ended if piece.get("outcome") != "refused"]
+    return sorted(pieces, key=lambda piece: piece["started"])
 
 
 def sentence(root, scale):
@@ -42,5 +133,10 @@ def sentence(root, scale):
         return "Wall time: not recorded (the runs were made by another launcher or an earlier version)."
     seconds = sum(piece["ended"] - piece["started"] for piece in pieces)
     jobs = sorted({str(piece.get("jobs")) for piece in pieces})
-    return (f"Wall time of the runs, as measured: {seconds / 3600:.2f} hours in {len(pieces)} piece(s) (commands "
+    killed = sum(piece.get("outcome") == "killed" for piece in pieces)
+    text = (f"Wall time of the runs, as measured: {seconds / 3600:.2f} hours in {len(pieces)} piece(s) (commands "
             f"stopped and continued), with --jobs {', '.join(jobs)}; the report's landscapes are not included.")
+    if killed:
+        text += (f" {killed} of the pieces {'was' if killed == 1 else 'were'} killed without a signal: counted up to "
+                 f"{'its' if killed == 1 else 'their'} last heartbeat (written every {HEARTBEAT:.0f} s).")
+    return text
