@@ -232,7 +232,7 @@ def accuracy_figure(path, rows, results):
                       xerr=interval.half_width, error_kw=dict(ecolor="grey", capsize=3))
             axis.plot(values, [position] * len(values), "k.", markersize=5)
     axis.set(yticks=range(len(names)), yticklabels=[row.label for row in names],
-             xlabel="final validation accuracy (%); bars: mean over seeds with 95% interval, dots: seeds")
+             xlabel="final validation accuracy (%)\nbars: mean over seeds with 95% interval; dots: seeds")
     axis.invert_yaxis()
     figure.tight_layout()
     return save_figure(figure, path)
