@@ -373,7 +373,8 @@ def test_the_table_says_how_many_of_a_rows_planned_seeds_have_ended():
     assert seeds == ["3", "2 of 8", "0 of 6"]
 
 
-def test_a_piece_killed_without_a_signal_counts_up_to_its_last_heartbeat_and_a_refused_one_not_at_all(tmp_path):
+def test_a_piece_killed_without_a_signal_counts_up_to_its_last_heartbeat_and_a_refused_one_not_at_all(
+        tmp_path, monkeypatch):
     import signal
     import subprocess
     import sys
@@ -381,23 +382,31 @@ def test_a_piece_killed_without_a_signal_counts_up_to_its_last_heartbeat_and_a_r
 
     from fullbatch.reproduce import wall_time
 
+    monkeypatch.setattr(wall_time, "HEARTBEAT", 0.2)
     scale, root = SCALES["smoke"], str(tmp_path / "root")
     script = ("import sys, time\nfrom fullbatch.reproduce import wall_time\nfrom fullbatch.reproduce.scales import "
               "SCALES\nwall_time.HEARTBEAT = 0.2\npiece = wall_time.piece(sys.argv[1], SCALES['smoke'], 2, 'none')\n"
-              "piece.__enter__()"
-              "\nprint('running', flush=True)\ntime.sleep(120)\n")
+              "piece.__enter__()\nprint('running', flush=True)\ntime.sleep(120)\n")
     child = subprocess.Popen([sys.executable, "-c", script, root], stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "running"
         time.sleep(1.5)
+        (running,) = wall_time.read_pieces(root, scale)
+        assert running["outcome"] == "running"
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
+    time.sleep(0.5)  # two beats' time: no longer running
     (killed,) = wall_time.read_pieces(root, scale)
     beat = wall_time.heartbeat_path(root, scale, killed["piece"])
-    assert killed["outcome"] == "killed" and killed["ended"] == os.path.getmtime(beat)
+    assert killed["outcome"] == "killed" and killed["ended"] == float(open(beat).read()) <= os.path.getmtime(beat)
     assert 1.0 < killed["ended"] - killed["started"] < 10  # beats every 0.2 s for about 1.5 s, then none
+    later = time.time() + 86400
+    os.utime(beat, (later, later))  # a copy that did not keep times: the piece is not stretched
+    assert wall_time.read_pieces(root, scale) == [killed]
 
+    with open(wall_time.pieces_path(root, scale), "a") as handle:
+        handle.write('{"piece": "cut", "sta')  # a line a kill cut short: the next line is still read
     with wall_time.piece(root, scale, 1, "none") as normal:
         normal.outcome = "done"
     with wall_time.piece(root, scale, 1, "none") as refused:
@@ -405,6 +414,7 @@ def test_a_piece_killed_without_a_signal_counts_up_to_its_last_heartbeat_and_a_r
     pieces = wall_time.read_pieces(root, scale)
     assert [piece["outcome"] for piece in pieces] == ["killed", "done"]
     assert not os.path.exists(wall_time.heartbeat_path(root, scale, normal.id))  # only a killed piece's beat stays
+    assert not os.path.exists(wall_time.heartbeat_path(root, scale, refused.id))
     total = sum(piece["ended"] - piece["started"] for piece in pieces) / 3600
     text = wall_time.sentence(root, scale)
     assert f"{total:.2f} hours in 2 piece(s)" in text and "1 of the pieces was killed without a signal" in text
